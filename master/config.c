@@ -1,0 +1,587 @@
+/* .rr.yaml → fl_conf_t (the master's cycle). Loading order follows the spec §1.1 step 5–7:
+ * parse, endure (raw), env interpolation, -o overrides, version check, include, then each section
+ * decodes itself from the tree through the typed getters of conftree.h. A new section is one
+ * function plus one row in conf_sections[]. */
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "fl.h"
+#include "config.h"
+
+#define POOL_TIMEOUT_MS 60000  /* pool allocate/reset/destroy/stream timeouts: 1 minute */
+#define WATCH_TICK_MS 5000     /* supervisor.watch_tick */
+#define GRACE_PERIOD_MS 30000  /* endure.grace_period */
+#define MAX_REQUEST_MB 1000ull /* http.max_request_size when 0 or absent */
+#define MAX_NUM_WORKERS 500u
+#define MAX_REACTORS 1024u
+#define RPC_DEFAULT_LISTEN "tcp://127.0.0.1:6001"
+#define VERSION_MISSING "rr configuration file should contain a version e.g: version: 3"
+
+static int conf_oom(fl_conf_err_t *err)
+{
+    return fl_conf_error(err, "out of memory while loading the configuration");
+}
+
+/* Replaces a NULL or empty string by a default. */
+static int conf_str_default(char **s, const char *def, fl_conf_err_t *err)
+{
+    if (*s && **s)
+        return 0;
+    free(*s);
+    if (!(*s = strdup(def)))
+        return conf_oom(err);
+    return 0;
+}
+
+static void conf_lower(char *s)
+{
+    for (; s && *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+static bool conf_in_set(const char *s, const char *const *set)
+{
+    for (; *set; set++)
+        if (strcmp(s, *set) == 0)
+            return true;
+    return false;
+}
+
+static int conf_strv_push(char ***v, size_t *n, char *s)
+{
+    if (!s)
+        return -1;
+    char **p = realloc(*v, (*n + 2) * sizeof(*p));
+    if (!p) {
+        free(s);
+        return -1;
+    }
+    p[(*n)++] = s;
+    p[*n] = NULL;
+    *v = p;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* durations                                                                                     */
+
+int fl_parse_duration_ms(const char *s, int64_t *ms)
+{
+    int64_t ns;
+    if (fl_parse_duration_ns(s, &ns, NULL) < 0)
+        return -1;
+    /* Round the magnitude up so that a tiny positive timeout never becomes "no timeout". */
+    uint64_t mag = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
+    uint64_t m = mag / 1000000 + (mag % 1000000 != 0);
+    *ms = ns < 0 ? -(int64_t)m : (int64_t)m;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* commands                                                                                      */
+
+void fl_argv_free(fl_argv_t *a)
+{
+    fl_strlist_free(a->argv);
+    a->argv = NULL;
+    a->argc = 0;
+}
+
+/* Go's strings.Split(s, " "): every single space separates, so "a  b" has an empty middle. */
+static int split_spaces(const char *s, char ***v, size_t *n)
+{
+    for (;;) {
+        const char *sp = strchr(s, ' ');
+        size_t len = sp ? (size_t)(sp - s) : strlen(s);
+        if (conf_strv_push(v, n, strndup(s, len)) < 0)
+            return -1;
+        if (!sp)
+            return 0;
+        s = sp + 1;
+    }
+}
+
+int fl_conf_get_argv(const fl_cnode_t *base, const char *path, fl_argv_t *argv, fl_conf_err_t *err)
+{
+    char **list = NULL;
+    size_t n = 0;
+    if (fl_cget_strlist(base, path, &list, &n, err) < 0)
+        return -1;
+    if (!fl_cnode_get(base, path))
+        return 0;
+    if (n == 1) {
+        /* One element: the v2025 server plugin treats it as a space-separated command line. */
+        char **words = NULL;
+        size_t nwords = 0;
+        int rc = split_spaces(list[0], &words, &nwords);
+        fl_strlist_free(list);
+        if (rc < 0) {
+            fl_strlist_free(words);
+            return conf_oom(err);
+        }
+        list = words;
+        n = nwords;
+    }
+    fl_argv_free(argv);
+    argv->argv = list;
+    argv->argc = n;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* pool object (§2.6)                                                                            */
+
+/* clang-format off */
+#define POOL_FIELD(path, kind, member) {path, kind, offsetof(fl_pool_conf_t, member), 0}
+/* clang-format on */
+
+static const fl_cfield_t pool_fields[] = {
+    POOL_FIELD("num_workers", FL_CF_UINT, num_workers),
+    POOL_FIELD("max_jobs", FL_CF_UINT, max_jobs),
+    POOL_FIELD("max_queue_size", FL_CF_UINT, max_queue_size),
+    POOL_FIELD("allocate_timeout", FL_CF_DURATION_MS, allocate_timeout_ms),
+    POOL_FIELD("reset_timeout", FL_CF_DURATION_MS, reset_timeout_ms),
+    POOL_FIELD("destroy_timeout", FL_CF_DURATION_MS, destroy_timeout_ms),
+    POOL_FIELD("stream_timeout", FL_CF_DURATION_MS, stream_timeout_ms),
+    POOL_FIELD("debug", FL_CF_BOOL, debug),
+    POOL_FIELD("supervisor.watch_tick", FL_CF_DURATION_MS, watch_tick_ms),
+    POOL_FIELD("supervisor.ttl", FL_CF_DURATION_MS, ttl_ms),
+    POOL_FIELD("supervisor.idle_ttl", FL_CF_DURATION_MS, idle_ttl_ms),
+    POOL_FIELD("supervisor.exec_ttl", FL_CF_DURATION_MS, exec_ttl_ms),
+    POOL_FIELD("supervisor.max_worker_memory", FL_CF_SIZE_MB, max_worker_memory),
+};
+
+void fl_pool_conf_free(fl_pool_conf_t *p)
+{
+    fl_argv_free(&p->command);
+}
+
+/* Upstream applies defaults to zero values, so an explicit 0 also means "the default". */
+static void pool_zero_defaults(fl_pool_conf_t *p)
+{
+    int64_t *timeouts[] = {&p->allocate_timeout_ms, &p->reset_timeout_ms, &p->destroy_timeout_ms,
+                           &p->stream_timeout_ms};
+    for (size_t i = 0; i < FL_ARRAY_SIZE(timeouts); i++)
+        if (*timeouts[i] == 0)
+            *timeouts[i] = POOL_TIMEOUT_MS;
+    if (p->watch_tick_ms == 0)
+        p->watch_tick_ms = WATCH_TICK_MS;
+}
+
+int fl_pool_conf_decode(fl_pool_conf_t *p, const fl_cnode_t *pool, fl_conf_err_t *err)
+{
+    fl_pool_conf_t np;
+    memset(&np, 0, sizeof(np));
+    const fl_cnode_t *sup = NULL;
+    if (fl_cget_map(pool, "supervisor", &sup, err) < 0 ||
+        fl_cget_fields(pool, &np, pool_fields, FL_ARRAY_SIZE(pool_fields), err) < 0 ||
+        fl_conf_get_argv(pool, "command", &np.command, err) < 0)
+        goto fail;
+    np.supervisor = sup != NULL;
+    pool_zero_defaults(&np);
+    if (np.num_workers > MAX_NUM_WORKERS) {
+        fl_cnode_error_value(fl_cnode_get(pool, "num_workers"), err,
+                             "number of workers can't be more than 500");
+        goto fail;
+    }
+    *p = np;
+    return 0;
+fail:
+    fl_pool_conf_free(&np);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* sections                                                                                      */
+
+/* server.env: keys upper-cased, values expanded again with the plain $VAR syntax (no ":-"), as
+ * the server plugin does when it builds the worker environment. */
+static int conf_server_env(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    const fl_cnode_t *env;
+    if (fl_cget_map(sec, "env", &env, err) < 0)
+        return -1;
+    for (size_t i = 0; env && i < env->n; i++) {
+        const fl_cnode_t *kv = env->items[i];
+        char *raw = NULL;
+        if (fl_cget_str(kv, "", &raw, err) < 0)
+            return -1;
+        char *val = fl_env_expand(raw ? raw : "", false);
+        fl_buf_t b = {0};
+        int rc = (!val || fl_buf_printf(&b, "%s=%s", kv->key, val) < 0) ? -1 : 0;
+        free(raw);
+        free(val);
+        if (rc == 0) {
+            for (char *k = b.data; *k != '='; k++)
+                *k = (char)toupper((unsigned char)*k);
+        }
+        if (rc < 0 || conf_strv_push(&c->server.env, &c->server.nenv, b.data) < 0) {
+            fl_buf_free(&b);
+            return conf_oom(err);
+        }
+    }
+    return 0;
+}
+
+static int conf_server(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    if (fl_conf_get_argv(sec, "command", &c->server.command, err) < 0 ||
+        fl_cget_str(sec, "relay", &c->server.relay, err) < 0 ||
+        fl_cget_str(sec, "user", &c->server.user, err) < 0 || conf_server_env(c, sec, err) < 0)
+        return -1;
+    if (c->server.user && !*c->server.user) {
+        free(c->server.user);
+        c->server.user = NULL;
+    }
+    return conf_str_default(&c->server.relay, "pipes", err);
+}
+
+/* rpc: present = enabled, even when empty (`rpc: {}` or -o rpc.listen=...). */
+static int conf_rpc(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    c->rpc.enabled = sec != NULL;
+    if (!sec)
+        return 0;
+    if (fl_cget_str(sec, "listen", &c->rpc.listen, err) < 0)
+        return -1;
+    return conf_str_default(&c->rpc.listen, RPC_DEFAULT_LISTEN, err);
+}
+
+static int conf_logs(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    static const char *const modes[] = {"development", "production", "raw", "off", "none", NULL};
+    static const char *const levels[] = {"debug",  "info",  "warn",  "error",
+                                         "dpanic", "panic", "fatal", NULL};
+    if (fl_cget_str(sec, "mode", &c->logs.mode, err) < 0 ||
+        fl_cget_str(sec, "level", &c->logs.level, err) < 0 ||
+        fl_cget_str(sec, "encoding", &c->logs.encoding, err) < 0 ||
+        fl_cget_strlist(sec, "output", &c->logs.output, &c->logs.noutput, err) < 0)
+        return -1;
+    conf_lower(c->logs.mode);
+    conf_lower(c->logs.level);
+    conf_lower(c->logs.encoding);
+    if (c->logs.mode && !conf_in_set(c->logs.mode, modes))
+        c->logs.mode[0] = '\0'; /* unknown mode: zap's default branch, development */
+    if (conf_str_default(&c->logs.mode, "development", err) < 0 ||
+        conf_str_default(&c->logs.level, "debug", err) < 0)
+        return -1;
+    if (!conf_in_set(c->logs.level, levels)) {
+        /* v2025 ignores a level it cannot parse: the mode's built-in level applies. */
+        free(c->logs.level);
+        c->logs.level = NULL;
+    }
+    bool prod = strcmp(c->logs.mode, "production") == 0;
+    if (conf_str_default(&c->logs.encoding, prod ? "json" : "console", err) < 0)
+        return -1;
+    if (c->logs.noutput == 0) {
+        fl_strlist_free(c->logs.output);
+        c->logs.output = NULL;
+        if (conf_strv_push(&c->logs.output, &c->logs.noutput, strdup("stderr")) < 0)
+            return conf_oom(err);
+    }
+    return 0;
+}
+
+static int conf_http_checks(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    if (c->http.address && !*c->http.address) {
+        free(c->http.address); /* "" (e.g. an unset ${VAR}): no plain listener */
+        c->http.address = NULL;
+    }
+    if (c->http.address && !strchr(c->http.address, ':'))
+        return fl_cnode_error_value(fl_cnode_get(sec, "address"), err,
+                                    "malformed http server address, expected host:port");
+    if (c->http.internal_error_code == 0)
+        c->http.internal_error_code = 500;
+    if (c->http.internal_error_code < 100 || c->http.internal_error_code > 999)
+        return fl_cnode_error_value(fl_cnode_get(sec, "internal_error_code"), err,
+                                    "expected an HTTP status code (100-999)");
+    if (c->http.max_request_size == 0)
+        c->http.max_request_size = MAX_REQUEST_MB << 20;
+    return 0;
+}
+
+/* clang-format off */
+#define HTTP_FIELD(path, kind, member) {path, kind, offsetof(fl_conf_t, http.member), 0}
+/* clang-format on */
+
+static const fl_cfield_t http_fields[] = {
+    HTTP_FIELD("address", FL_CF_STR, address),
+    HTTP_FIELD("internal_error_code", FL_CF_INT, internal_error_code),
+    HTTP_FIELD("max_request_size", FL_CF_SIZE_MB, max_request_size),
+    HTTP_FIELD("raw_body", FL_CF_BOOL, raw_body),
+    HTTP_FIELD("access_logs", FL_CF_BOOL, access_logs),
+};
+
+static int conf_http(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    static const char *const codecs[] = {"proto", "json", NULL}; /* index = FL_CODEC_* */
+    const fl_cnode_t *pool = NULL;
+    c->http.enabled = sec != NULL;
+    c->http.codec = FL_CODEC_PROTO;
+    if (fl_cget_fields(sec, c, http_fields, FL_ARRAY_SIZE(http_fields), err) < 0 ||
+        fl_cget_enum(sec, "codec", codecs, &c->http.codec, err) < 0 ||
+        fl_cget_map(sec, "pool", &pool, err) < 0 ||
+        fl_pool_conf_decode(&c->http.pool, pool, err) < 0)
+        return -1;
+    return conf_http_checks(c, sec, err);
+}
+
+/* forkline's own top-level key: `reactors: auto` (0) or 1..1024. */
+static int conf_reactors(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
+{
+    const fl_cnode_t *n = fl_cnode_get(root, "reactors");
+    if (!n)
+        return 0;
+    if (n->type == FL_CNODE_SCALAR && (n->value[0] == '\0' || strcasecmp(n->value, "auto") == 0)) {
+        c->reactors = 0;
+        return 0;
+    }
+    unsigned v = 0;
+    fl_conf_err_t ignored;
+    if (fl_cget_uint(root, "reactors", &v, &ignored) < 0 || v < 1 || v > MAX_REACTORS)
+        return fl_cnode_error_value(n, err, "expected \"auto\" or a number from 1 to 1024");
+    c->reactors = v;
+    return 0;
+}
+
+typedef int (*conf_section_fn)(fl_conf_t *c, const fl_cnode_t *section, fl_conf_err_t *err);
+
+/* Each decoder is called even when its section is absent (section NULL) so it can set defaults. */
+static const struct {
+    const char *key;
+    conf_section_fn decode;
+} conf_sections[] = {
+    {"server", conf_server},
+    {"rpc", conf_rpc},
+    {"logs", conf_logs},
+    {"http", conf_http},
+};
+
+static int conf_decode_sections(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
+{
+    if (conf_reactors(c, root, err) < 0)
+        return -1;
+    for (size_t i = 0; i < FL_ARRAY_SIZE(conf_sections); i++) {
+        const fl_cnode_t *sec;
+        if (fl_cget_map(root, conf_sections[i].key, &sec, err) < 0 ||
+            conf_sections[i].decode(c, sec, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The server plugin refuses to start without a command, and http cannot run without the server
+ * plugin: so either section makes server.command required. */
+static int conf_check_command(const fl_conf_t *c, const fl_ctree_t *t, fl_conf_err_t *err)
+{
+    const fl_cnode_t *server = fl_cnode_get(t->root, "server");
+    if ((!server && !c->http.enabled) || c->server.command.argc > 0)
+        return 0;
+    const fl_cnode_t *cmd = fl_cnode_get(server, "command");
+    if (cmd)
+        return fl_cnode_error(cmd, err, "command should not be empty");
+    char where[300];
+    if (server) {
+        fl_cnode_where(server, where, sizeof(where));
+        return fl_conf_error(err, "%s%sserver.command: command should not be empty", where,
+                             where[0] ? ": " : "");
+    }
+    return fl_conf_error(err,
+                         "%s%sserver.command: command should not be empty (the http section "
+                         "needs a server section with the worker command)",
+                         t->file ? t->file : "", t->file ? ": " : "");
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* version, include, endure                                                                      */
+
+static int check_version(const fl_ctree_t *t, const fl_cnode_t **out, fl_conf_err_t *err)
+{
+    const fl_cnode_t *v = fl_cnode_get(t->root, "version");
+    if (!v)
+        return fl_conf_error(err, "%s%s" VERSION_MISSING, t->file ? t->file : "",
+                             t->file ? ": " : "");
+    if (v->type != FL_CNODE_SCALAR || v->kind != FL_CSCALAR_STR)
+        return fl_cnode_error(v, err, "version should be a string, write version: \"3\"");
+    *out = v;
+    return 0;
+}
+
+static int conf_version(fl_conf_t *c, const fl_ctree_t *t, fl_conf_err_t *err)
+{
+    const fl_cnode_t *v = NULL;
+    if (check_version(t, &v, err) < 0)
+        return -1;
+    if (!(c->version = strdup(v->value)))
+        return conf_oom(err);
+    return 0;
+}
+
+/* Like Go's filepath.Clean for an absolute path: drops "", "." and resolves "..". */
+static void path_clean(char *p)
+{
+    size_t o = 0, i = 0, len = strlen(p);
+    while (i < len) {
+        while (p[i] == '/')
+            i++;
+        size_t start = i;
+        while (i < len && p[i] != '/')
+            i++;
+        size_t seg = i - start;
+        if (seg == 0 || (seg == 1 && p[start] == '.'))
+            continue;
+        if (seg == 2 && p[start] == '.' && p[start + 1] == '.') {
+            while (o > 0 && p[--o] != '/') {
+            }
+            continue;
+        }
+        p[o++] = '/';
+        memmove(p + o, p + start, seg); /* o <= start: the result never outruns the input */
+        o += seg;
+    }
+    if (o == 0)
+        p[o++] = '/';
+    p[o] = '\0';
+}
+
+/* dir may be NULL (relative to the working directory). */
+static char *path_join_abs(const char *dir, const char *file)
+{
+    char cwd[PATH_MAX];
+    fl_buf_t b = {0};
+    if (file[0] != '/' && !dir)
+        dir = getcwd(cwd, sizeof(cwd));
+    int rc = (file[0] == '/' || !dir) ? fl_buf_printf(&b, "%s", file)
+                                      : fl_buf_printf(&b, "%s/%s", dir, file);
+    if (rc < 0) {
+        fl_buf_free(&b);
+        return NULL;
+    }
+    if (b.data[0] == '/')
+        path_clean(b.data);
+    return b.data;
+}
+
+static char *dir_of(const char *path)
+{
+    char *d = strdup(path);
+    char *slash = d ? strrchr(d, '/') : NULL;
+    if (slash)
+        *(slash == d ? slash + 1 : slash) = '\0';
+    return d;
+}
+
+static int include_one(fl_conf_t *c, fl_ctree_t *t, const char *file, fl_conf_err_t *err)
+{
+    char *dir = c->path ? dir_of(c->path) : NULL;
+    char *path = (c->path && !dir) ? NULL : path_join_abs(dir, file);
+    free(dir);
+    if (!path)
+        return conf_oom(err);
+    fl_ctree_t inc;
+    const fl_cnode_t *v = NULL;
+    int rc = fl_ctree_load(&inc, path, err);
+    free(path);
+    if (rc < 0)
+        return -1;
+    if (check_version(&inc, &v, err) < 0)
+        rc = -1;
+    else if (strcmp(v->value, c->version) != 0)
+        rc = fl_cnode_error(v, err, "version in included file must be the same as in root (\"%s\")",
+                            c->version);
+    else if (fl_ctree_interpolate(&inc, err) < 0)
+        rc = -1;
+    if (rc < 0) {
+        fl_ctree_free(&inc);
+        return -1;
+    }
+    return fl_ctree_merge_top(t, &inc, err);
+}
+
+/* include: extra files whose top-level sections replace the root's (§1.1 6f). Relative paths are
+ * relative to the config file's directory. Included files' own includes are not followed. */
+static int conf_includes(fl_conf_t *c, fl_ctree_t *t, fl_conf_err_t *err)
+{
+    char **files = NULL;
+    size_t n = 0;
+    if (fl_cget_strlist(t->root, "include", &files, &n, err) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (files[i][0])
+            rc = include_one(c, t, files[i], err);
+    fl_strlist_free(files);
+    return rc;
+}
+
+/* endure is read from the file as written: no env expansion, no -o (§2.14). */
+static int conf_endure(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
+{
+    c->endure.grace_period_ms = 0;
+    if (fl_cget_duration_ms(root, "endure.grace_period", &c->endure.grace_period_ms, err) < 0)
+        return -1;
+    if (c->endure.grace_period_ms == 0)
+        c->endure.grace_period_ms = GRACE_PERIOD_MS;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* load                                                                                          */
+
+static int conf_build(fl_conf_t *c, fl_ctree_t *t, const char *path, char *const *overrides,
+                      size_t noverrides, fl_conf_err_t *err)
+{
+    if (path && !(c->path = path_join_abs(NULL, path)))
+        return conf_oom(err);
+    if (fl_ctree_load(t, c->path, err) < 0 || conf_endure(c, t->root, err) < 0 ||
+        fl_ctree_interpolate(t, err) < 0)
+        return -1;
+    for (size_t i = 0; i < noverrides; i++)
+        if (fl_ctree_override(t, overrides[i], err) < 0)
+            return -1;
+    if (conf_version(c, t, err) < 0 || conf_includes(c, t, err) < 0 ||
+        conf_decode_sections(c, t->root, err) < 0)
+        return -1;
+    return conf_check_command(c, t, err);
+}
+
+int fl_conf_load(fl_conf_t *c, const char *path, char *const *overrides, size_t noverrides,
+                 fl_conf_err_t *err)
+{
+    fl_conf_t nc;
+    fl_ctree_t t;
+    memset(&nc, 0, sizeof(nc));
+    memset(&t, 0, sizeof(t));
+    int rc = conf_build(&nc, &t, path, overrides, noverrides, err);
+    fl_ctree_free(&t);
+    if (rc < 0) {
+        fl_conf_free(&nc);
+        return -1;
+    }
+    *c = nc;
+    return 0;
+}
+
+void fl_conf_free(fl_conf_t *c)
+{
+    free(c->path);
+    free(c->version);
+    fl_argv_free(&c->server.command);
+    free(c->server.relay);
+    fl_strlist_free(c->server.env);
+    free(c->server.user);
+    free(c->rpc.listen);
+    free(c->logs.mode);
+    free(c->logs.level);
+    free(c->logs.encoding);
+    fl_strlist_free(c->logs.output);
+    free(c->http.address);
+    fl_pool_conf_free(&c->http.pool);
+    memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,92 @@
+/* The master's configuration "cycle": .rr.yaml (plus -o overrides) decoded into an immutable
+ * struct. It is built beside the live one (nginx ngx_cycle style): fl_conf_load() fills a fresh
+ * struct and on any error leaves the caller's untouched, so a bad reload disturbs nothing. */
+#ifndef FL_CONFIG_H
+#define FL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conftree.h" /* fl_conf_err_t, the tree and the typed getters section decoders use */
+
+/* http.codec: how the HTTP request context is encoded for PHP. */
+enum { FL_CODEC_PROTO = 0, FL_CODEC_JSON = 1 };
+
+typedef struct {
+    char **argv; /* NULL-terminated */
+    size_t argc;
+} fl_argv_t;
+
+typedef struct {
+    fl_argv_t command;    /* pool override; argc 0 = use server.command */
+    unsigned num_workers; /* 0 = number of CPUs (resolved later by the caller) */
+    unsigned max_jobs, max_queue_size;
+    /* 60000 each by default */
+    int64_t allocate_timeout_ms, reset_timeout_ms, destroy_timeout_ms, stream_timeout_ms;
+    bool debug;      /* fresh worker per request; the pool applies its semantics */
+    bool supervisor; /* the supervisor section exists */
+    int64_t watch_tick_ms /*5000*/, ttl_ms, idle_ttl_ms, exec_ttl_ms;
+    uint64_t max_worker_memory; /* bytes (config value is MB) */
+} fl_pool_conf_t;
+
+typedef struct fl_conf {
+    char *path; /* absolute config path, or NULL when no file */
+    char *version;
+    unsigned reactors; /* forkline key `reactors: auto|N`; 0 = auto */
+    struct {
+        fl_argv_t command;
+        char *relay; /* "pipes" by default */
+        char **env;  /* "KEY=VALUE", KEY upper-cased, VALUE $VAR-expanded; NULL-terminated */
+        size_t nenv;
+        char *user; /* NULL = current user */
+    } server;
+    struct {
+        bool enabled; /* the rpc section exists */
+        char *listen; /* default tcp://127.0.0.1:6001 when enabled; NULL when disabled */
+    } rpc;
+    struct {
+        char *mode;     /* development | production | raw | off | none (unknown → development) */
+        char *level;    /* lower-cased; "debug" when absent; NULL = an unknown level was given, so
+                         * the mode's built-in level applies (v2025 behaviour) */
+        char *encoding; /* console | json; default json in production mode, console otherwise */
+        char **output;  /* NULL-terminated; default {"stderr"} */
+        size_t noutput;
+    } logs;
+    struct {
+        bool enabled;              /* the http section exists */
+        char *address;             /* NULL if absent (the caller reports "unable to run http
+                                    * service" when no listener is configured at all) */
+        int internal_error_code;   /* 500 */
+        uint64_t max_request_size; /* bytes; MB in config, 0/absent → 1000 MB */
+        bool raw_body, access_logs;
+        int codec; /* http.codec: "proto" (FL_CODEC_PROTO, default) | "json" */
+        fl_pool_conf_t pool;
+    } http;
+    struct {
+        int64_t grace_period_ms; /* 30000 default; read without env expansion or -o (§2.14) */
+    } endure;
+} fl_conf_t;
+
+/* path may be NULL (no file: empty config + overrides). Returns 0 or -1 with err->msg like
+ * "/abs/.rr.yaml:12:5: http.pool.num_workers: expected an unsigned integer, got \"abc\"" or
+ * "-o http.pool.num_workers=abc: expected an unsigned integer" for override-sourced values.
+ * On success *c is overwritten (the caller frees the previous cycle's conf itself); on failure
+ * *c is not touched. */
+int fl_conf_load(fl_conf_t *c, const char *path, char *const *overrides, size_t noverrides,
+                 fl_conf_err_t *err);
+void fl_conf_free(fl_conf_t *c);
+
+/* Go durations "1h3m40s500ms", "2.5h", ".2m", "0", "300ms", "10us" (rounded up to 1 ms if > 0).
+ * A bare number without unit is an error ("missing unit") except "0". Returns 0 or -1. */
+int fl_parse_duration_ms(const char *s, int64_t *ms);
+
+/* Building blocks for section decoders (jobs.pool, grpc.pool, ... reuse them). */
+int fl_pool_conf_decode(fl_pool_conf_t *p, const fl_cnode_t *pool, fl_conf_err_t *err);
+void fl_pool_conf_free(fl_pool_conf_t *p);
+/* A command: a list is argv as is; a single string (or one-element list) is split on single
+ * spaces, as v2025 does (two spaces give an empty argument). Absent: argv left untouched. */
+int fl_conf_get_argv(const fl_cnode_t *base, const char *path, fl_argv_t *argv, fl_conf_err_t *err);
+void fl_argv_free(fl_argv_t *argv);
+
+#endif

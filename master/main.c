@@ -1,0 +1,232 @@
+/* Command line: `forkline serve|stop|-t …`, with RoadRunner's global flags before or after
+ * the subcommand (spec rr-config-cli-octane.md §3.1). */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "fl.h"
+#include "log.h"
+#include "master.h"
+#include "proctitle.h"
+
+typedef struct {
+    const char *config;
+    bool config_given;
+    const char *workdir;
+    char **overrides;
+    size_t noverrides;
+    bool silent, pidfile, force, test, version, help, debug, experimental;
+    const char *dotenv;
+    const char *command;
+} fl_cli_t;
+
+static const char *progname = "forkline";
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: %s [flags] <command>\n"
+            "\n"
+            "Commands:\n"
+            "  serve        start the server (master, reactors, PHP workers)\n"
+            "  stop         stop the server whose pid is in ./.pid (see -p)\n"
+            "\n"
+            "Flags (accepted before or after the command):\n"
+            "  -c, --config FILE     configuration file (default .rr.yaml)\n"
+            "  -w, --WorkDir DIR     working directory (default: the config file's directory)\n"
+            "  -o, --override k=v    override a config value; repeatable; a,b,c makes a list\n"
+            "  -t, --test            check the configuration and exit 0 (valid) or 1\n"
+            "  -s, --silent          no start-up banner\n"
+            "  -p, --pid             write .pid with the master's pid\n"
+            "  -f, --force           stop: force (second SIGTERM after 1 s)\n"
+            "  -e, --enable-experimental, -d, --debug, --dotenv FILE   accepted\n"
+            "  -v, --version         print the version\n"
+            "  -h, --help            this text\n",
+            progname);
+}
+
+static int flag_value(int argc, char **argv, int *i, const char *arg, const char *s, const char *l,
+                      const char **out)
+{
+    size_t ll = strlen(l);
+    if (strcmp(arg, s) == 0 || strcmp(arg, l) == 0) {
+        if (*i + 1 >= argc) {
+            fprintf(stderr, "%s: flag needs an argument: %s\n", progname, arg);
+            exit(1);
+        }
+        *out = argv[++*i];
+        return 1;
+    }
+    if (strncmp(arg, l, ll) == 0 && arg[ll] == '=') {
+        *out = arg + ll + 1;
+        return 1;
+    }
+    if (strncmp(arg, s, 2) == 0 && arg[2] && s[1] != '-') {
+        *out = arg + 2; /* -cFILE */
+        return 1;
+    }
+    return 0;
+}
+
+static void parse_cli(fl_cli_t *cli, int argc, char **argv)
+{
+    cli->config = ".rr.yaml";
+    cli->overrides = calloc((size_t)argc + 1, sizeof(char *));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (flag_value(argc, argv, &i, a, "-c", "--config", &v)) {
+            cli->config = v;
+            cli->config_given = true;
+        } else if (flag_value(argc, argv, &i, a, "-w", "--WorkDir", &v)) {
+            cli->workdir = v;
+        } else if (flag_value(argc, argv, &i, a, "-o", "--override", &v)) {
+            cli->overrides[cli->noverrides++] = (char *)v;
+        } else if (flag_value(argc, argv, &i, a, "--dotenv", "--dotenv", &v)) {
+            cli->dotenv = v;
+        } else if (!strcmp(a, "-s") || !strcmp(a, "--silent")) {
+            cli->silent = true;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--pid")) {
+            cli->pidfile = true;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--force")) {
+            cli->force = true;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--test")) {
+            cli->test = true;
+        } else if (!strcmp(a, "-e") || !strcmp(a, "--enable-experimental")) {
+            cli->experimental = true;
+        } else if (!strcmp(a, "-d") || !strcmp(a, "--debug")) {
+            cli->debug = true;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--version")) {
+            cli->version = true;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help")) {
+            cli->help = true;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "%s: unknown flag: %s\n", progname, a);
+            usage(stderr);
+            exit(1);
+        } else if (!cli->command) {
+            cli->command = a;
+        } else {
+            fprintf(stderr, "%s: unexpected argument: %s\n", progname, a);
+            exit(1);
+        }
+    }
+}
+
+/* Spec §1.1: -w first; else the directory of the config file, so relative paths in it work. */
+static int enter_workdir(const fl_cli_t *cli, char *abs, size_t abslen)
+{
+    if (cli->workdir && chdir(cli->workdir) < 0) {
+        fprintf(stderr, "%s: -w %s: %s\n", progname, cli->workdir, strerror(errno));
+        return -1;
+    }
+    if (!realpath(cli->config, abs)) {
+        if (errno == ENOENT && !cli->config_given && cli->noverrides) {
+            abs[0] = 0; /* no file: the overrides alone make the config */
+            return 0;
+        }
+        fprintf(stderr, "%s: config %s: %s\n", progname, cli->config, strerror(errno));
+        return -1;
+    }
+    (void)abslen;
+    if (!cli->workdir) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s", abs);
+        if (chdir(dirname(dir)) < 0) {
+            fprintf(stderr, "%s: cannot enter %s: %s\n", progname, dir, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int cmd_stop(const fl_cli_t *cli)
+{
+    FILE *f = fopen(".pid", "r");
+    int pid = 0;
+    if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+        fprintf(stderr, "%s: no .pid file here: start the server with `serve -p`\n", progname);
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    if (!cli->silent)
+        fprintf(stderr, "stopping process with PID: %d\n", pid);
+    if (kill(pid, SIGTERM) < 0) {
+        fprintf(stderr, "%s: kill %d: %s\n", progname, pid, strerror(errno));
+        return 1;
+    }
+    if (cli->force) {
+        sleep(1);
+        kill(pid, SIGTERM);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    fl_proctitle_init(argc, argv);
+    const char *base = strrchr(argv[0], '/');
+    progname = base ? base + 1 : argv[0];
+    fl_cli_t cli = {0};
+    parse_cli(&cli, argc, argv);
+    int rc = 0;
+    if (cli.version) {
+        if (strcmp(progname, "rr") == 0)
+            printf("rr version %s (build time: %s, forkline %s), OS: linux, arch: amd64\n",
+                   FL_RR_VERSION, __DATE__, FL_VERSION);
+        else
+            printf("forkline %s (rr-compatible %s)\n", FL_VERSION, FL_RR_VERSION);
+        goto out;
+    }
+    if (cli.help || (!cli.command && !cli.test)) {
+        usage(cli.help ? stdout : stderr);
+        rc = cli.help ? 0 : 1;
+        goto out;
+    }
+    if (cli.command && strcmp(cli.command, "serve") && strcmp(cli.command, "stop")) {
+        fprintf(stderr, "%s: unknown command: %s\n", progname, cli.command);
+        rc = 1;
+        goto out;
+    }
+    char abs[PATH_MAX];
+    if (enter_workdir(&cli, abs, sizeof(abs)) < 0) {
+        rc = 1;
+        goto out;
+    }
+    if (cli.command && !strcmp(cli.command, "stop")) {
+        rc = cmd_stop(&cli);
+        goto out;
+    }
+    fl_conf_t conf;
+    fl_conf_err_t err;
+    if (fl_conf_load(&conf, abs[0] ? abs : NULL, cli.overrides, cli.noverrides, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        rc = 1;
+        goto out;
+    }
+    if (cli.test) {
+        fprintf(stderr, "%s: configuration %s is valid\n", progname, abs[0] ? abs : "(overrides)");
+        fl_conf_free(&conf);
+        goto out;
+    }
+    if (conf.logs.level) {
+        int lvl = fl_log_parse_level(conf.logs.level);
+        if (lvl >= 0)
+            fl_log_level = lvl;
+    }
+    if (conf.logs.mode && (!strcmp(conf.logs.mode, "off") || !strcmp(conf.logs.mode, "none")))
+        fl_log_level = FL_LOG_OFF;
+    fl_master_flags_t mf = {.silent = cli.silent, .pidfile = cli.pidfile};
+    rc = fl_master_run(&conf, &mf);
+    fl_conf_free(&conf);
+out:
+    free(cli.overrides);
+    return rc;
+}

@@ -1,0 +1,248 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Forkline;
+
+/**
+ * Frame transport between the worker and the server.
+ *
+ *  - pipes:             read frames from STDIN, write them to STDOUT (default)
+ *  - unix:///path       connect to a unix socket the server listens on
+ *  - tcp://host:port    connect to a TCP socket the server listens on
+ *
+ * Every frame is written with a single fwrite() (spec §14.1). Reads loop
+ * until the whole header / options / payload has arrived, so short reads on
+ * pipes and sockets are harmless.
+ */
+final class Relay
+{
+    private const CONNECT_ATTEMPTS = 11;
+    private const CONNECT_PAUSE_US = 100;
+
+    /** @var resource|null */
+    private $in;
+    /** @var resource|null */
+    private $out;
+
+    /**
+     * @param resource|null $in
+     * @param resource|null $out
+     * @param string|null $address socket address to connect to lazily (when $in/$out are null)
+     * @param bool $pipes true for blocking pipes (enables PING on streamed responses, spec §5.2)
+     */
+    private function __construct(
+        $in,
+        $out,
+        private readonly ?string $address,
+        private readonly bool $pipes,
+        private readonly bool $verifyCrc,
+    ) {
+        $this->in = $in;
+        $this->out = $out;
+    }
+
+    /**
+     * Relay from an RR_RELAY-style string: "pipes", "unix:///path", "tcp://host:port".
+     * With no argument the RR_RELAY environment variable is used (default "pipes").
+     */
+    public static function create(?string $dsn = null, bool $verifyCrc = true): self
+    {
+        if ($dsn === null) {
+            $env = getenv('RR_RELAY');
+            $dsn = is_string($env) && $env !== '' ? $env : ($_SERVER['RR_RELAY'] ?? $_ENV['RR_RELAY'] ?? 'pipes');
+        }
+        $dsn = trim((string) $dsn);
+        if ($dsn === '' || $dsn === 'pipes') {
+            return self::pipes($verifyCrc);
+        }
+        if (!preg_match('#^(tcp|unix)://([^:]+)(?::(\d+))?$#', $dsn, $m)) {
+            throw new RelayException("unsupported connection format: $dsn");
+        }
+        if ($m[1] === 'tcp') {
+            if (($m[3] ?? '') === '') {
+                throw new RelayException("tcp relay needs host:port: $dsn");
+            }
+            $address = "tcp://{$m[2]}:{$m[3]}";
+        } else {
+            if (($m[3] ?? '') !== '') {
+                throw new RelayException("unsupported connection format: $dsn");
+            }
+            $address = "unix://{$m[2]}";
+        }
+
+        return new self(null, null, $address, false, $verifyCrc);
+    }
+
+    /** Relay over this process's STDIN / STDOUT. */
+    public static function pipes(bool $verifyCrc = true): self
+    {
+        $in = defined('STDIN') ? STDIN : fopen('php://stdin', 'rb');
+        $out = defined('STDOUT') ? STDOUT : fopen('php://stdout', 'wb');
+        if ($in === false || $out === false) {
+            throw new RelayException('cannot open stdin/stdout');
+        }
+
+        return new self($in, $out, null, true, $verifyCrc);
+    }
+
+    /**
+     * Relay over arbitrary streams (tests: php://memory, socket pairs, proc_open pipes).
+     *
+     * @param resource $in
+     * @param resource $out
+     */
+    public static function fromStreams($in, $out, bool $pipes = true, bool $verifyCrc = true): self
+    {
+        return new self($in, $out, null, $pipes, $verifyCrc);
+    }
+
+    /** True for the blocking pipes relay (the one on which PHP sets PING while streaming). */
+    public function isPipes(): bool
+    {
+        return $this->pipes;
+    }
+
+    public function address(): ?string
+    {
+        return $this->address;
+    }
+
+    /** Read the next complete frame; blocks until it is there. */
+    public function waitFrame(): Frame
+    {
+        $this->connect();
+        $header = $this->readExact(Frame::HEADER_SIZE, true);
+        $h = Frame::decodeHeader($header);
+        if ($this->verifyCrc && !$h['crcValid']) {
+            throw new ProtocolException(sprintf(
+                'header CRC mismatch on received frame: got 0x%08x, expected 0x%08x (header %s)',
+                $h['crc'],
+                crc32(substr($header, 0, 6)),
+                bin2hex($header),
+            ));
+        }
+        $rest = $this->readExact($h['optionsSize'] + $h['length'], false);
+
+        return Frame::fromParts($h, $rest);
+    }
+
+    /** Send one frame with a single write. */
+    public function send(Frame $frame): void
+    {
+        $this->sendRaw($frame->encode());
+    }
+
+    /**
+     * Write raw bytes (one fwrite; the loop only continues after a short write,
+     * which blocking streams do not produce in practice).
+     */
+    public function sendRaw(string $bytes): void
+    {
+        $this->connect();
+        $len = strlen($bytes);
+        $done = 0;
+        while ($done < $len) {
+            $n = @fwrite($this->out, $done === 0 ? $bytes : substr($bytes, $done));
+            if ($n === false || $n === 0) {
+                $err = error_get_last()['message'] ?? 'unknown error';
+                throw new RelayException("relay write failed after $done of $len bytes: $err");
+            }
+            $done += $n;
+        }
+        fflush($this->out);
+    }
+
+    /**
+     * Whether input is waiting (a frame can be read without blocking for long).
+     * $timeout in seconds; 0 polls.
+     */
+    public function hasPendingInput(float $timeout = 0.0): bool
+    {
+        $this->connect();
+        $meta = stream_get_meta_data($this->in);
+        if (in_array($meta['stream_type'], ['MEMORY', 'TEMP'], true)) {
+            // not select()able (tests): data is pending unless we are at the end
+            $stat = fstat($this->in);
+
+            return $stat !== false && ftell($this->in) < $stat['size'];
+        }
+        if (($meta['wrapper_type'] ?? '') === 'user-space') {
+            return !feof($this->in);
+        }
+        $r = [$this->in];
+        $w = $e = null;
+        $sec = (int) $timeout;
+        $usec = (int) (($timeout - $sec) * 1_000_000);
+        $n = @stream_select($r, $w, $e, $sec, $usec);
+
+        return $n !== false && $n > 0;
+    }
+
+    public function close(): void
+    {
+        if ($this->address !== null) {
+            if (is_resource($this->in)) {
+                fclose($this->in);
+            }
+            $this->in = $this->out = null;
+        }
+    }
+
+    private function connect(): void
+    {
+        if ($this->in !== null) {
+            return;
+        }
+        $errno = 0;
+        $errstr = '';
+        for ($i = 0; $i < self::CONNECT_ATTEMPTS; $i++) {
+            $sock = @stream_socket_client((string) $this->address, $errno, $errstr, 5.0);
+            if ($sock !== false) {
+                stream_set_blocking($sock, true);
+                stream_set_timeout($sock, 86400 * 365);
+                stream_set_read_buffer($sock, 0);
+                stream_set_write_buffer($sock, 0);
+                $this->in = $this->out = $sock;
+
+                return;
+            }
+            usleep(self::CONNECT_PAUSE_US);
+        }
+        throw new RelayException("cannot connect to {$this->address}: [$errno] $errstr");
+    }
+
+    /**
+     * Read exactly $n bytes, looping over short reads.
+     *
+     * @param bool $atBoundary nothing of the current frame has been read yet
+     *                         (a clean EOF here is reported as RelayException::CLOSED)
+     */
+    private function readExact(int $n, bool $atBoundary): string
+    {
+        $buf = '';
+        while (strlen($buf) < $n) {
+            $chunk = @fread($this->in, $n - strlen($buf));
+            if ($chunk === false) {
+                $err = error_get_last()['message'] ?? 'unknown error';
+                throw new RelayException('relay read failed: ' . $err);
+            }
+            if ($chunk === '') {
+                if (feof($this->in)) {
+                    if ($atBoundary && $buf === '') {
+                        throw new RelayException('relay closed by peer', RelayException::CLOSED);
+                    }
+                    throw new RelayException(sprintf('relay closed mid-frame (%d of %d bytes)', strlen($buf), $n));
+                }
+                // timed out or interrupted: wait for data instead of spinning
+                $r = [$this->in];
+                $w = $e = null;
+                @stream_select($r, $w, $e, 1);
+                continue;
+            }
+            $buf .= $chunk;
+        }
+
+        return $buf;
+    }
+}

@@ -1,0 +1,213 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ev.h"
+
+#include "ev_epoll.c"
+
+typedef struct {
+    int mask;
+    fl_io_cb cb;
+    void *data;
+} fl_io_t;
+
+typedef struct {
+    int64_t when;
+    fl_timer_id id;
+    fl_timer_cb cb;
+    void *data;
+} fl_timer_t;
+
+struct fl_loop {
+    int setsize;
+    int stop;
+    fl_io_t *io;
+    int *ready_fd, *ready_mask;
+    fl_poll_t poll;
+    fl_timer_t *heap;
+    size_t nheap, capheap;
+    fl_timer_id next_id;
+    fl_hook_cb before_sleep;
+    void *before_sleep_data;
+};
+
+int64_t fl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+fl_loop_t *fl_loop_new(int setsize)
+{
+    fl_loop_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->setsize = setsize;
+    l->next_id = 1;
+    l->io = calloc((size_t)setsize, sizeof(*l->io));
+    l->ready_fd = calloc((size_t)setsize, sizeof(int));
+    l->ready_mask = calloc((size_t)setsize, sizeof(int));
+    l->poll.epfd = -1;
+    if (!l->io || !l->ready_fd || !l->ready_mask || poll_create(&l->poll, setsize) < 0) {
+        fl_loop_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void fl_loop_free(fl_loop_t *l)
+{
+    if (!l)
+        return;
+    poll_free(&l->poll);
+    free(l->io);
+    free(l->ready_fd);
+    free(l->ready_mask);
+    free(l->heap);
+    free(l);
+}
+
+int fl_io_set(fl_loop_t *l, int fd, int mask, fl_io_cb cb, void *data)
+{
+    if (fd < 0 || fd >= l->setsize) {
+        errno = ERANGE;
+        return -1;
+    }
+    fl_io_t *io = &l->io[fd];
+    if (io->mask != mask && poll_set(&l->poll, fd, io->mask, mask) < 0)
+        return -1;
+    io->mask = mask;
+    io->cb = cb;
+    io->data = data;
+    return 0;
+}
+
+void fl_io_del(fl_loop_t *l, int fd)
+{
+    if (fd < 0 || fd >= l->setsize || l->io[fd].mask == 0)
+        return;
+    poll_set(&l->poll, fd, l->io[fd].mask, 0);
+    l->io[fd].mask = 0;
+    l->io[fd].cb = NULL;
+    l->io[fd].data = NULL;
+}
+
+int fl_io_mask(fl_loop_t *l, int fd)
+{
+    return fd >= 0 && fd < l->setsize ? l->io[fd].mask : 0;
+}
+
+static void heap_swap(fl_timer_t *h, size_t a, size_t b)
+{
+    fl_timer_t t = h[a];
+    h[a] = h[b];
+    h[b] = t;
+}
+
+static void heap_up(fl_timer_t *h, size_t i)
+{
+    while (i > 0 && h[(i - 1) / 2].when > h[i].when) {
+        heap_swap(h, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(fl_timer_t *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && h[l].when < h[m].when)
+            m = l;
+        if (r < n && h[r].when < h[m].when)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(h, i, m);
+        i = m;
+    }
+}
+
+fl_timer_id fl_timer_add(fl_loop_t *l, int64_t ms, fl_timer_cb cb, void *data)
+{
+    if (l->nheap == l->capheap) {
+        size_t cap = l->capheap ? l->capheap * 2 : 64;
+        fl_timer_t *h = realloc(l->heap, cap * sizeof(*h));
+        if (!h)
+            return 0;
+        l->heap = h;
+        l->capheap = cap;
+    }
+    fl_timer_t *t = &l->heap[l->nheap];
+    t->when = fl_now_ms() + ms;
+    t->id = l->next_id++;
+    t->cb = cb;
+    t->data = data;
+    heap_up(l->heap, l->nheap++);
+    return t->id;
+}
+
+/* Deleting is O(n) to find the id; timers are few (per worker, per request deadline). */
+void fl_timer_del(fl_loop_t *l, fl_timer_id id)
+{
+    if (!id)
+        return;
+    for (size_t i = 0; i < l->nheap; i++) {
+        if (l->heap[i].id != id)
+            continue;
+        l->heap[i] = l->heap[--l->nheap];
+        if (i < l->nheap) {
+            heap_down(l->heap, l->nheap, i);
+            heap_up(l->heap, i);
+        }
+        return;
+    }
+}
+
+void fl_loop_before_sleep(fl_loop_t *l, fl_hook_cb cb, void *data)
+{
+    l->before_sleep = cb;
+    l->before_sleep_data = data;
+}
+
+void fl_loop_stop(fl_loop_t *l)
+{
+    l->stop = 1;
+}
+
+static void run_timers(fl_loop_t *l)
+{
+    int64_t now = fl_now_ms();
+    while (l->nheap && l->heap[0].when <= now) {
+        fl_timer_t t = l->heap[0];
+        l->heap[0] = l->heap[--l->nheap];
+        heap_down(l->heap, l->nheap, 0);
+        t.cb(l, t.data);
+    }
+}
+
+void fl_loop_run(fl_loop_t *l)
+{
+    l->stop = 0;
+    while (!l->stop) {
+        if (l->before_sleep)
+            l->before_sleep(l, l->before_sleep_data);
+        int timeout = -1;
+        if (l->nheap) {
+            int64_t d = l->heap[0].when - fl_now_ms();
+            timeout = d < 0 ? 0 : (int)(d > 60000 ? 60000 : d);
+        }
+        int n = poll_wait(&l->poll, l->setsize, timeout, l->ready_fd, l->ready_mask);
+        for (int i = 0; i < n; i++) {
+            int fd = l->ready_fd[i];
+            fl_io_t *io = &l->io[fd];
+            /* A callback earlier in this batch may have removed or replaced this fd. */
+            int m = l->ready_mask[i] & io->mask;
+            if (m && io->cb)
+                io->cb(l, fd, m, io->data);
+        }
+        run_timers(l);
+    }
+}

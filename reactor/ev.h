@@ -1,0 +1,33 @@
+/* The event loop: one API, the poller backend chosen at compile time (redis ae style).
+ * File events are indexed by fd; timers live in a binary heap; a before-sleep hook lets
+ * callers flush queued writes once per loop iteration. */
+#ifndef FL_EV_H
+#define FL_EV_H
+
+#include <stdint.h>
+
+#define FL_EV_READ 1
+#define FL_EV_WRITE 2
+#define FL_EV_EXCLUSIVE 4 /* wake only one of the processes waiting on a shared fd */
+
+typedef struct fl_loop fl_loop_t;
+typedef void (*fl_io_cb)(fl_loop_t *loop, int fd, int events, void *data);
+typedef void (*fl_timer_cb)(fl_loop_t *loop, void *data);
+typedef void (*fl_hook_cb)(fl_loop_t *loop, void *data);
+typedef uint64_t fl_timer_id;
+
+fl_loop_t *fl_loop_new(int setsize);
+void fl_loop_free(fl_loop_t *loop);
+/* Sets (replaces) the interest mask of fd; mask 0 removes it. */
+int fl_io_set(fl_loop_t *loop, int fd, int mask, fl_io_cb cb, void *data);
+void fl_io_del(fl_loop_t *loop, int fd);
+int fl_io_mask(fl_loop_t *loop, int fd);
+/* One-shot timer; returns an id > 0, 0 on failure. */
+fl_timer_id fl_timer_add(fl_loop_t *loop, int64_t ms, fl_timer_cb cb, void *data);
+void fl_timer_del(fl_loop_t *loop, fl_timer_id id);
+void fl_loop_before_sleep(fl_loop_t *loop, fl_hook_cb cb, void *data);
+void fl_loop_run(fl_loop_t *loop);
+void fl_loop_stop(fl_loop_t *loop);
+int64_t fl_now_ms(void); /* monotonic */
+
+#endif

@@ -1,0 +1,245 @@
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "proctitle.h"
+#include "reactor.h"
+
+typedef struct {
+    fl_reactor_opts_t o;
+    fl_loop_t *loop;
+    fl_pool_t *pool;
+    fl_http_server_t http;
+    int sigfd;
+    bool accepting, ready, stopping;
+    int exit_code;
+} fl_reactor_t;
+
+static void send_msg(fl_reactor_t *r, const char *msg)
+{
+    if (send(r->o.chan_fd, msg, strlen(msg), MSG_NOSIGNAL) < 0)
+        fl_warn("cannot report to the master: %s", strerror(errno));
+}
+
+static void accept_io(fl_loop_t *loop, int fd, int events, void *data);
+
+/* Accept only while this reactor can take the work: with no idle worker and a queue as long as
+ * the pool, stop so that the kernel wakes a reactor with capacity (EPOLLEXCLUSIVE). */
+static bool saturated(fl_reactor_t *r)
+{
+    return fl_pool_idle(r->pool) == 0 && fl_pool_queued(r->pool) >= fl_pool_size(r->pool);
+}
+
+static void update_accepting(fl_reactor_t *r)
+{
+    bool want = r->ready && !r->stopping && !saturated(r);
+    if (want == r->accepting)
+        return;
+    if (want)
+        fl_io_set(r->loop, r->o.listen_fd, FL_EV_READ | FL_EV_EXCLUSIVE, accept_io, r);
+    else
+        fl_io_del(r->loop, r->o.listen_fd);
+    r->accepting = want;
+}
+
+static void accept_io(fl_loop_t *loop, int fd, int events, void *data)
+{
+    FL_UNUSED(loop);
+    FL_UNUSED(events);
+    fl_reactor_t *r = data;
+    for (int i = 0; i < 64 && r->accepting; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int c = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN)
+                fl_warn("accept: %s", strerror(errno));
+            break;
+        }
+        int one = 1;
+        setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        fl_http_accept(&r->http, c, (struct sockaddr *)&ss, len);
+        update_accepting(r);
+    }
+}
+
+static void on_pool_ready(fl_pool_t *p, void *data)
+{
+    FL_UNUSED(p);
+    fl_reactor_t *r = data;
+    r->ready = true;
+    fl_info("reactor %u ready: %u workers", r->o.slot, fl_pool_size(r->pool));
+    send_msg(r, FL_MSG_READY);
+    update_accepting(r);
+}
+
+static void on_pool_fatal(fl_pool_t *p, const char *msg, void *data)
+{
+    FL_UNUSED(p);
+    fl_reactor_t *r = data;
+    char m[600];
+    snprintf(m, sizeof(m), FL_MSG_FAIL "%s", msg);
+    send_msg(r, m);
+    r->exit_code = FL_REACTOR_EXIT_STARTUP;
+    r->stopping = true;
+    fl_loop_stop(r->loop);
+}
+
+static void on_pool_idle(fl_pool_t *p, void *data)
+{
+    FL_UNUSED(p);
+    update_accepting(data);
+}
+
+static void on_pool_stopped(fl_pool_t *p, void *data)
+{
+    FL_UNUSED(p);
+    fl_reactor_t *r = data;
+    fl_loop_stop(r->loop);
+}
+
+static void on_drained(fl_http_server_t *s, void *data)
+{
+    FL_UNUSED(s);
+    fl_reactor_t *r = data;
+    fl_debug("all connections closed; stopping the PHP workers");
+    fl_pool_shutdown(r->pool);
+}
+
+static void grace_expired(fl_loop_t *loop, void *data)
+{
+    fl_reactor_t *r = data;
+    fl_warn("graceful stop took longer than %lld ms: closing what is left",
+            (long long)r->o.grace_period_ms);
+    fl_http_close_all(&r->http);
+    r->exit_code = 1;
+    fl_loop_stop(loop);
+}
+
+static void begin_stop(fl_reactor_t *r, const char *why)
+{
+    if (r->stopping)
+        return;
+    fl_debug("stopping: %s", why);
+    r->stopping = true;
+    update_accepting(r);
+    fl_timer_add(r->loop, r->o.grace_period_ms, grace_expired, r);
+    fl_http_drain(&r->http);
+}
+
+static void reap(fl_reactor_t *r)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        if (r->pool)
+            fl_pool_reaped(r->pool, pid, status);
+}
+
+static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
+{
+    FL_UNUSED(loop);
+    FL_UNUSED(events);
+    fl_reactor_t *r = data;
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGCHLD:
+            reap(r);
+            break;
+        case SIGTERM:
+        case SIGINT:
+        case SIGQUIT:
+            begin_stop(r, "signal");
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
+{
+    FL_UNUSED(events);
+    fl_reactor_t *r = data;
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        /* The master is gone: nobody supervises us any more, so wind down. */
+        fl_io_del(loop, fd);
+        begin_stop(r, "the master went away");
+    }
+}
+
+static void before_sleep(fl_loop_t *loop, void *data)
+{
+    FL_UNUSED(loop);
+    fl_reactor_t *r = data;
+    fl_http_flush(&r->http);
+}
+
+static int setup_signals(fl_reactor_t *r)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    r->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return r->sigfd < 0 ? -1 : fl_io_set(r->loop, r->sigfd, FL_EV_READ, signal_io, r);
+}
+
+int fl_reactor_main(const fl_reactor_opts_t *o)
+{
+    char title[64];
+    snprintf(title, sizeof(title), "forkline: reactor %u", o->slot);
+    fl_proctitle_set(title);
+    snprintf(title, sizeof(title), "reactor %u", o->slot);
+    fl_log_set_role(title);
+    srand((unsigned)getpid());
+
+    fl_reactor_t r = {.o = *o};
+    r.loop = fl_loop_new(65536);
+    if (!r.loop || setup_signals(&r) < 0) {
+        fl_error("cannot set up the event loop: %s", strerror(errno));
+        return 1;
+    }
+    fl_pool_opts_t po = o->pool;
+    po.on_ready = on_pool_ready;
+    po.on_fatal = on_pool_fatal;
+    po.on_idle = on_pool_idle;
+    po.on_stopped = on_pool_stopped;
+    po.data = &r;
+    r.pool = fl_pool_new(r.loop, &po);
+    fl_http_init(&r.http, r.loop, r.pool, &o->http);
+    r.http.on_drained = on_drained;
+    r.http.data = &r;
+    fl_io_set(r.loop, o->chan_fd, FL_EV_READ, chan_io, &r);
+    fl_loop_before_sleep(r.loop, before_sleep, &r);
+    if (fl_pool_start(r.pool) == 0)
+        fl_loop_run(r.loop);
+    fl_http_flush(&r.http);
+    fl_http_close_all(&r.http);
+    fl_pool_free(r.pool); /* SIGKILLs whatever worker is left */
+    r.pool = NULL;
+    reap(&r);
+    fl_loop_free(r.loop);
+    return r.exit_code;
+}

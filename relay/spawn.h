@@ -1,0 +1,22 @@
+/* Starting a worker process with its relay: one AF_UNIX socketpair dup'ed onto the child's
+ * stdin and stdout (RoadRunner's `pipes` relay works unchanged), stderr on a pipe. */
+#ifndef FL_SPAWN_H
+#define FL_SPAWN_H
+
+#include <sys/types.h>
+
+typedef struct {
+    pid_t pid;
+    int relay_fd; /* our end of the socketpair, non-blocking, close-on-exec */
+    int err_fd;   /* read end of the child's stderr, non-blocking, close-on-exec */
+} fl_spawned_t;
+
+/* Forks and execs argv with envp. Fails (returning -1 with a message in err) when exec
+ * itself fails, e.g. "exec php-nope: No such file or directory", so a command that cannot
+ * run is reported at once instead of looking like a worker that died. */
+int fl_spawn(char *const argv[], char *const envp[], fl_spawned_t *out, char *err, size_t errlen);
+
+/* Where argv[0] resolves on PATH (like execvp); 0 if runnable, else -1 with a message. */
+int fl_check_command(const char *argv0, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,29 @@
+<?php
+
+/**
+ * Test worker imitating Laravel Octane's error path (spec §3.6, §6.8):
+ * every task is answered normally (200 "ok N"), except the 2nd one, which is
+ * answered with an ERROR frame followed immediately by an unsolicited
+ * {"stop":true} data frame. The worker then keeps waiting for tasks, as
+ * Octane does, until the server stops it.
+ */
+
+declare(strict_types=1);
+
+require __DIR__ . '/../../php/src/autoload.php';
+
+use Forkline\HttpWorker;
+
+$http = HttpWorker::create();
+$n = 0;
+while (($req = $http->waitRequest()) !== null) {
+    $n++;
+    if ($n === 2) {
+        fwrite(STDERR, 'stop_after_error ' . getmypid() . ": task 2 -> error + stop\n");
+        $http->error('octane-like failure on task 2');
+        $http->stop();
+        continue;
+    }
+    $http->respond(200, "ok $n\n", ['Content-Type' => 'text/plain', 'X-Worker-Pid' => (string) getmypid()]);
+}
+exit(0);
