@@ -159,7 +159,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static int header_room(fl_conn_t *c, size_t len)
 {
-    if (c->hbuf.len + len > MAX_HEADER_BYTES + MAX_URL) {
+    if (c->hbuf.len + len > MAX_HEADER_BYTES) {
         c->error_status = 431;
         return HPE_USER;
     }

@@ -432,6 +432,7 @@ static void on_handshake(fl_worker_t *w, const fl_frame_t *f)
                 p->o.on_ready(p, p->o.data);
         }
     }
+    dispatch(p);
     if (p->o.on_idle)
         p->o.on_idle(p, p->o.data);
 }

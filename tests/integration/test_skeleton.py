@@ -1,5 +1,6 @@
 """The walking skeleton, end to end: the real binary, real php-cli workers, real sockets."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -262,7 +263,7 @@ def test_bad_yaml_error_has_file_line_col():
     s = Server(yaml='version: "3"\nhttp:\n  address: [oops\n')
     p = run_forkline(["serve", "-c", s.config])
     assert p.returncode == 1
-    assert "%s:" % s.config in p.stderr and ":3:" in p.stderr, p.stderr
+    assert re.search(re.escape(s.config) + r":\d+:\d+: ", p.stderr), p.stderr
     p = run_forkline(["-t", "-c", s.config])
     assert p.returncode == 1 and s.config in p.stderr, p.stderr
 
