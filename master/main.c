@@ -223,9 +223,12 @@ int main(int argc, char **argv)
     }
     if (conf.logs.mode && (!strcmp(conf.logs.mode, "off") || !strcmp(conf.logs.mode, "none")))
         fl_log_level = FL_LOG_OFF;
-    fl_master_flags_t mf = {.silent = cli.silent, .pidfile = cli.pidfile};
+    fl_master_flags_t mf = {.silent = cli.silent,
+                            .pidfile = cli.pidfile,
+                            .config_path = abs[0] ? abs : NULL,
+                            .overrides = cli.overrides,
+                            .noverrides = cli.noverrides};
     rc = fl_master_run(&conf, &mf);
-    fl_conf_free(&conf);
 out:
     free(cli.overrides);
     return rc;

@@ -15,11 +15,20 @@
 #include "master.h"
 #include "proctitle.h"
 #include "reactor.h"
+#include "sdnotify.h"
 #include "spawn.h"
 
 extern char **environ;
 
+enum { M_STARTING, M_RUNNING, M_STOPPING };
+enum { G_STARTING, G_ACTIVE, G_RETIRING };
+
+typedef struct fl_gen fl_gen_t;
+typedef struct fl_master fl_master_t;
+
 typedef struct {
+    fl_gen_t *gen;
+    unsigned index;
     pid_t pid;
     int chan;            /* master's end of the channel */
     bool ready;
@@ -29,28 +38,43 @@ typedef struct {
     unsigned workers;
 } fl_rslot_t;
 
-enum { M_STARTING, M_RUNNING, M_STOPPING };
-
-typedef struct {
-    const fl_conf_t *conf;
-    fl_loop_t *loop;
-    int listen_fd;
-    int sigfd;
+/* One generation of reactors, built from one cycle (config). A reload starts a new generation
+ * beside the live one and retires the old one only once every new reactor is READY. */
+struct fl_gen {
+    fl_master_t *m;
+    unsigned id;
+    fl_conf_t conf;
+    char **envp;
+    int listen_fd;       /* borrowed from the master's listener table */
     unsigned nreactors;
     fl_rslot_t *slots;
-    char **envp;
     int state;
-    int exit_code;
-    unsigned stop_signals;
-    fl_timer_id deadline;
-} fl_master_t;
+    fl_timer_id timer;   /* start-up deadline, then the retire deadline */
+    fl_gen_t *next;
+};
 
 typedef struct {
-    fl_master_t *m;
-    unsigned slot;
-} fl_slot_ref_t;
+    char *address;
+    int fd;
+} fl_listener_t;
 
-static fl_slot_ref_t *refs;
+struct fl_master {
+    const fl_master_flags_t *flags;
+    fl_loop_t *loop;
+    int sigfd;
+    fl_gen_t *gens;      /* every generation with live reactors */
+    fl_gen_t *active;    /* the one that serves (and is respawned) */
+    fl_gen_t *pending;   /* a reload's generation, until it is READY */
+    unsigned next_gen;
+    fl_listener_t listeners[16];
+    unsigned nlisteners;
+    int state;
+    int exit_code;
+    bool reload_queued;
+    int last_stop_sig;
+    int64_t last_stop_ms;
+    unsigned reloads;
+};
 
 /* ---- listening socket ---- */
 
@@ -150,18 +174,59 @@ static unsigned ncpus(void)
 }
 
 static void chan_io(fl_loop_t *loop, int fd, int events, void *data);
+static void begin_stop(fl_master_t *m, int exit_code, const char *why);
+static void reload_finished(fl_master_t *m, const char *error);
 
-static void fill_reactor_opts(fl_master_t *m, unsigned slot, int chan, fl_reactor_opts_t *o)
+/* ---- listeners: opened once, kept across reloads while some generation uses them ---- */
+
+static int listener_get(fl_master_t *m, const char *address, char *err, size_t errlen)
 {
-    const fl_conf_t *c = m->conf;
+    for (unsigned i = 0; i < m->nlisteners; i++)
+        if (strcmp(m->listeners[i].address, address) == 0)
+            return m->listeners[i].fd;
+    if (m->nlisteners == FL_ARRAY_SIZE(m->listeners)) {
+        snprintf(err, errlen, "too many listening addresses");
+        return -1;
+    }
+    int fd = fl_listen_tcp(address, err, errlen);
+    if (fd < 0)
+        return -1;
+    m->listeners[m->nlisteners].address = strdup(address);
+    m->listeners[m->nlisteners++].fd = fd;
+    fl_info("listening on %s", address);
+    return fd;
+}
+
+static void listeners_gc(fl_master_t *m)
+{
+    for (unsigned i = 0; i < m->nlisteners;) {
+        bool used = false;
+        for (fl_gen_t *g = m->gens; g && !used; g = g->next)
+            used = g->listen_fd == m->listeners[i].fd;
+        if (used) {
+            i++;
+            continue;
+        }
+        fl_info("no longer listening on %s", m->listeners[i].address);
+        close(m->listeners[i].fd);
+        free(m->listeners[i].address);
+        m->listeners[i] = m->listeners[--m->nlisteners];
+    }
+}
+
+/* ---- reactors ---- */
+
+static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_opts_t *o)
+{
+    const fl_conf_t *c = &g->conf;
     const fl_pool_conf_t *pc = &c->http.pool;
     memset(o, 0, sizeof(*o));
     o->slot = slot;
-    o->listen_fd = m->listen_fd;
+    o->listen_fd = g->listen_fd;
     o->chan_fd = chan;
     o->pool.argv = pc->command.argc ? pc->command.argv : c->server.command.argv;
-    o->pool.envp = m->envp;
-    o->pool.num_workers = m->slots[slot].workers;
+    o->pool.envp = g->envp;
+    o->pool.num_workers = g->slots[slot].workers;
     o->pool.max_jobs = pc->max_jobs;
     o->pool.max_queue_size = pc->max_queue_size;
     o->pool.allocate_timeout_ms = pc->allocate_timeout_ms;
@@ -174,9 +239,18 @@ static void fill_reactor_opts(fl_master_t *m, unsigned slot, int chan, fl_reacto
     o->grace_period_ms = c->endure.grace_period_ms;
 }
 
-static int spawn_reactor(fl_master_t *m, unsigned slot)
+static void close_all_channels(fl_master_t *m)
 {
-    fl_rslot_t *s = &m->slots[slot];
+    for (fl_gen_t *g = m->gens; g; g = g->next)
+        for (unsigned i = 0; i < g->nreactors; i++)
+            if (g->slots[i].chan >= 0)
+                close(g->slots[i].chan);
+}
+
+static int spawn_reactor(fl_gen_t *g, unsigned slot)
+{
+    fl_master_t *m = g->m;
+    fl_rslot_t *s = &g->slots[slot];
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         fl_error("socketpair: %s", strerror(errno));
@@ -191,12 +265,15 @@ static int spawn_reactor(fl_master_t *m, unsigned slot)
     }
     if (pid == 0) {
         close(sv[0]);
-        for (unsigned i = 0; i < m->nreactors; i++)
-            if (m->slots[i].chan >= 0)
-                close(m->slots[i].chan);
+        close_all_channels(m);
         close(m->sigfd);
+        /* Other generations' sockets are not this reactor's business. */
+        for (unsigned i = 0; i < m->nlisteners; i++)
+            if (m->listeners[i].fd != g->listen_fd)
+                close(m->listeners[i].fd);
         fl_reactor_opts_t o;
-        fill_reactor_opts(m, slot, sv[1], &o);
+        fill_reactor_opts(g, slot, sv[1], &o);
+        fl_loop_free(m->loop); /* the reactor runs its own loop; drop the master's epoll fd */
         _exit(fl_reactor_main(&o));
     }
     close(sv[1]);
@@ -204,74 +281,284 @@ static int spawn_reactor(fl_master_t *m, unsigned slot)
     s->chan = sv[0];
     s->ready = false;
     s->started_ms = fl_now_ms();
-    fl_io_set(m->loop, s->chan, FL_EV_READ, chan_io, &refs[slot]);
-    fl_debug("reactor %u started: pid %d, %u workers", slot, (int)pid, s->workers);
+    fl_io_set(m->loop, s->chan, FL_EV_READ, chan_io, s);
+    fl_debug("generation %u: reactor %u started: pid %d, %u workers", g->id, slot, (int)pid,
+             s->workers);
     return 0;
 }
 
-static void signal_reactors(fl_master_t *m, int sig)
+static void gen_signal(fl_gen_t *g, int sig)
 {
-    for (unsigned i = 0; i < m->nreactors; i++)
-        if (m->slots[i].pid > 0)
-            kill(m->slots[i].pid, sig);
+    for (unsigned i = 0; i < g->nreactors; i++)
+        if (g->slots[i].pid > 0)
+            kill(g->slots[i].pid, sig);
 }
 
-static unsigned live_reactors(fl_master_t *m)
+static unsigned gen_live(const fl_gen_t *g)
 {
     unsigned n = 0;
-    for (unsigned i = 0; i < m->nreactors; i++)
-        n += m->slots[i].pid > 0;
+    for (unsigned i = 0; i < g->nreactors; i++)
+        n += g->slots[i].pid > 0;
     return n;
 }
 
-static void force_stop(fl_loop_t *loop, void *data)
+
+/* num_workers is the total across reactors. A reactor without a worker would accept requests
+ * it cannot serve, so there are never more reactors than workers. */
+static void plan_reactors(fl_gen_t *g)
+{
+    const fl_conf_t *c = &g->conf;
+    unsigned r = c->reactors ? c->reactors : ncpus();
+    unsigned w = c->http.pool.debug ? r : c->http.pool.num_workers;
+    if (w == 0)
+        w = ncpus();
+    if (w < r) {
+        fl_info("%u PHP workers for %u reactors: running %u reactors, one worker each", w, r, w);
+        r = w;
+    }
+    g->nreactors = r;
+    g->slots = calloc(r, sizeof(*g->slots));
+    for (unsigned i = 0; i < r; i++) {
+        g->slots[i].gen = g;
+        g->slots[i].index = i;
+        g->slots[i].workers = w / r + (i < w % r ? 1 : 0);
+        g->slots[i].chan = -1;
+    }
+}
+
+static void gen_free(fl_master_t *m, fl_gen_t *g)
+{
+    for (fl_gen_t **pp = &m->gens; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    if (m->active == g)
+        m->active = NULL;
+    if (m->pending == g)
+        m->pending = NULL;
+    fl_timer_del(m->loop, g->timer);
+    for (unsigned i = 0; i < g->nreactors; i++) {
+        fl_timer_del(m->loop, g->slots[i].respawn);
+        if (g->slots[i].chan >= 0) {
+            fl_io_del(m->loop, g->slots[i].chan);
+            close(g->slots[i].chan);
+        }
+    }
+    free_env(g->envp);
+    fl_conf_free(&g->conf);
+    free(g->slots);
+    free(g);
+    listeners_gc(m);
+}
+
+/* Builds a generation from a loaded config (ownership of *c moves in). */
+static fl_gen_t *gen_new(fl_master_t *m, fl_conf_t *c, char *err, size_t errlen)
+{
+    if (!c->http.address) {
+        snprintf(err, errlen, "%s: http.address is not set: nothing to serve",
+                 c->path ? c->path : "config");
+        return NULL;
+    }
+    const fl_argv_t *cmd = c->http.pool.command.argc ? &c->http.pool.command : &c->server.command;
+    char why[512];
+    if (!cmd->argc || fl_check_command(cmd->argv[0], why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "server.command: %s", cmd->argc ? why : "command should not be empty");
+        return NULL;
+    }
+    int fd = listener_get(m, c->http.address, err, errlen);
+    if (fd < 0)
+        return NULL;
+    fl_gen_t *g = calloc(1, sizeof(*g));
+    g->m = m;
+    g->id = m->next_gen++;
+    g->conf = *c;
+    memset(c, 0, sizeof(*c));
+    g->listen_fd = fd;
+    g->envp = build_env(&g->conf, "http");
+    g->state = G_STARTING;
+    plan_reactors(g);
+    g->next = m->gens;
+    m->gens = g;
+    return g;
+}
+
+static void gen_retire(fl_gen_t *g, int64_t grace_ms);
+
+static void start_timeout(fl_loop_t *loop, void *data)
 {
     FL_UNUSED(loop);
-    fl_master_t *m = data;
-    m->deadline = 0;
-    fl_warn("reactors did not stop in time: killing them");
-    signal_reactors(m, SIGKILL);
-    m->exit_code = 1;
-}
-
-static void begin_stop(fl_master_t *m, int exit_code, const char *why)
-{
-    if (m->state == M_STOPPING)
+    fl_gen_t *g = data;
+    g->timer = 0;
+    if (g->state != G_STARTING)
         return;
-    fl_info("stopping: %s (grace period %lld ms)", why, (long long)m->conf->endure.grace_period_ms);
-    m->state = M_STOPPING;
-    m->exit_code = exit_code;
-    for (unsigned i = 0; i < m->nreactors; i++) {
-        fl_timer_del(m->loop, m->slots[i].respawn);
-        m->slots[i].respawn = 0;
+    const char *msg = "the PHP workers did not become ready in time";
+    if (g->m->pending == g) {
+        gen_retire(g, 0);
+        reload_finished(g->m, msg);
+    } else {
+        fl_error("start-up failed: %s", msg);
+        begin_stop(g->m, 1, "start-up timed out");
     }
-    signal_reactors(m, SIGTERM);
-    m->deadline = fl_timer_add(m->loop, m->conf->endure.grace_period_ms + 1000, force_stop, m);
-    if (live_reactors(m) == 0)
-        fl_loop_stop(m->loop);
 }
 
-static void check_all_ready(fl_master_t *m)
+static int gen_start(fl_gen_t *g)
 {
-    if (m->state != M_STARTING)
+    for (unsigned i = 0; i < g->nreactors; i++)
+        if (spawn_reactor(g, i) < 0)
+            return -1;
+    g->timer = fl_timer_add(g->m->loop, g->conf.http.pool.allocate_timeout_ms + 5000,
+                            start_timeout, g);
+    return 0;
+}
+
+static void retire_deadline(fl_loop_t *loop, void *data)
+{
+    FL_UNUSED(loop);
+    fl_gen_t *g = data;
+    g->timer = 0;
+    if (gen_live(g)) {
+        fl_warn("generation %u did not stop within its grace period: killing it", g->id);
+        gen_signal(g, SIGKILL);
+    }
+}
+
+/* Graceful: each reactor stops accepting, finishes in-flight requests, stops its PHP workers. */
+static void gen_retire(fl_gen_t *g, int64_t grace_ms)
+{
+    fl_master_t *m = g->m;
+    g->state = G_RETIRING;
+    if (m->active == g)
+        m->active = NULL;
+    if (m->pending == g)
+        m->pending = NULL;
+    for (unsigned i = 0; i < g->nreactors; i++) {
+        fl_timer_del(m->loop, g->slots[i].respawn);
+        g->slots[i].respawn = 0;
+    }
+    gen_signal(g, SIGTERM);
+    fl_timer_del(m->loop, g->timer);
+    g->timer = fl_timer_add(m->loop, grace_ms + 2000, retire_deadline, g);
+    if (gen_live(g) == 0)
+        gen_free(m, g);
+}
+
+/* ---- reload (SIGHUP): a new cycle beside the live one ---- */
+
+static void write_reload_status(fl_master_t *m, const char *error)
+{
+    if (!m->flags->pidfile)
         return;
-    for (unsigned i = 0; i < m->nreactors; i++)
-        if (!m->slots[i].ready)
-            return;
-    m->state = M_RUNNING;
+    FILE *f = fopen(FL_RELOAD_STATUS_FILE, "w");
+    if (!f)
+        return;
+    fprintf(f, "%u %s\n", m->reloads, error ? error : "ok");
+    fclose(f);
+}
+
+static void reload_finished(fl_master_t *m, const char *error)
+{
+    m->reloads++;
+    if (error) {
+        fl_error("reload failed, still serving the previous configuration: %s", error);
+        fl_sd_notify("READY=1\nSTATUS=Reload failed: %s", error);
+    } else {
+        fl_info("reload complete: generation %u serves", m->active ? m->active->id : 0);
+        fl_sd_notify("READY=1\nSTATUS=serving (generation %u)", m->active ? m->active->id : 0);
+    }
+    write_reload_status(m, error);
+    if (m->reload_queued && m->state == M_RUNNING) {
+        m->reload_queued = false;
+        kill(getpid(), SIGHUP);
+    }
+}
+
+static void begin_reload(fl_master_t *m)
+{
+    if (m->state != M_RUNNING)
+        return;
+    if (m->pending) {
+        m->reload_queued = true; /* one at a time: run it once the current one is decided */
+        return;
+    }
+    fl_info("SIGHUP: reloading %s", m->flags->config_path ? m->flags->config_path : "(overrides)");
+    fl_sd_reloading();
+    fl_conf_t c;
+    fl_conf_err_t err;
+    if (fl_conf_load(&c, m->flags->config_path, m->flags->overrides, m->flags->noverrides, &err) < 0) {
+        reload_finished(m, err.msg);
+        return;
+    }
+    char msg[600];
+    fl_gen_t *g = gen_new(m, &c, msg, sizeof(msg));
+    if (!g) {
+        fl_conf_free(&c);
+        reload_finished(m, msg);
+        listeners_gc(m);
+        return;
+    }
+    m->pending = g;
+    if (gen_start(g) < 0) {
+        gen_retire(g, 0);
+        reload_finished(m, "cannot start the new reactors");
+    }
+}
+
+/* ---- supervision ---- */
+
+static void gen_ready(fl_gen_t *g)
+{
+    fl_master_t *m = g->m;
+    g->state = G_ACTIVE;
+    fl_timer_del(m->loop, g->timer);
+    g->timer = 0;
     unsigned workers = 0;
-    for (unsigned i = 0; i < m->nreactors; i++)
-        workers += m->slots[i].workers;
+    for (unsigned i = 0; i < g->nreactors; i++)
+        workers += g->slots[i].workers;
+    fl_gen_t *old = m->active;
+    m->active = g;
+    if (m->pending == g)
+        m->pending = NULL;
     fl_info("forkline %s ready: http://%s, %u reactors, %u PHP workers", FL_VERSION,
-            m->conf->http.address, m->nreactors, workers);
+            g->conf.http.address, g->nreactors, workers);
+    if (old) {
+        /* Only now does the old generation stop accepting: no connection is ever refused. */
+        gen_retire(old, old->conf.endure.grace_period_ms);
+        reload_finished(m, NULL);
+    } else {
+        m->state = M_RUNNING;
+        fl_sd_notify("READY=1\nSTATUS=serving (generation %u)", g->id);
+    }
+}
+
+static void check_all_ready(fl_gen_t *g)
+{
+    if (g->state != G_STARTING)
+        return;
+    for (unsigned i = 0; i < g->nreactors; i++)
+        if (!g->slots[i].ready)
+            return;
+    gen_ready(g);
+}
+
+static void start_failed(fl_gen_t *g, const char *why)
+{
+    fl_master_t *m = g->m;
+    if (m->pending == g) {
+        gen_retire(g, 0);
+        reload_finished(m, why);
+    } else if (m->state == M_STARTING) {
+        fl_error("start-up failed: %s", why);
+        begin_stop(m, 1, "start-up failed");
+    }
 }
 
 static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
 {
     FL_UNUSED(events);
-    fl_slot_ref_t *ref = data;
-    fl_master_t *m = ref->m;
-    fl_rslot_t *s = &m->slots[ref->slot];
+    fl_rslot_t *s = data;
+    fl_gen_t *g = s->gen;
     char buf[1024];
     ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -286,30 +573,30 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
     if (strcmp(buf, FL_MSG_READY) == 0) {
         s->ready = true;
         s->crashes = 0;
-        check_all_ready(m);
+        check_all_ready(g);
     } else if (strncmp(buf, FL_MSG_FAIL, strlen(FL_MSG_FAIL)) == 0) {
-        const char *why = buf + strlen(FL_MSG_FAIL);
-        if (m->state == M_STARTING) {
-            fl_error("start-up failed: reactor %u: %s", ref->slot, why);
-            begin_stop(m, 1, "start-up failed");
-        } else {
-            fl_error("reactor %u could not start its PHP workers: %s", ref->slot, why);
-        }
+        char why[1100];
+        snprintf(why, sizeof(why), "reactor %u: %s", s->index, buf + strlen(FL_MSG_FAIL));
+        if (g->state == G_STARTING)
+            start_failed(g, why);
+        else
+            fl_error("%s", why);
     }
 }
 
 static void respawn_cb(fl_loop_t *loop, void *data)
 {
     FL_UNUSED(loop);
-    fl_slot_ref_t *ref = data;
-    ref->m->slots[ref->slot].respawn = 0;
-    if (ref->m->state != M_STOPPING)
-        spawn_reactor(ref->m, ref->slot);
+    fl_rslot_t *s = data;
+    s->respawn = 0;
+    if (s->gen->m->state != M_STOPPING && s->gen->state == G_ACTIVE)
+        spawn_reactor(s->gen, s->index);
 }
 
-static void reactor_exited(fl_master_t *m, unsigned slot, int status)
+static void reactor_exited(fl_rslot_t *s, int status)
 {
-    fl_rslot_t *s = &m->slots[slot];
+    fl_gen_t *g = s->gen;
+    fl_master_t *m = g->m;
     if (s->chan >= 0) {
         fl_io_del(m->loop, s->chan);
         close(s->chan);
@@ -317,17 +604,19 @@ static void reactor_exited(fl_master_t *m, unsigned slot, int status)
     }
     s->pid = 0;
     s->ready = false;
-    if (m->state == M_STOPPING) {
-        if (live_reactors(m) == 0)
+    if (g->state == G_RETIRING || m->state == M_STOPPING) {
+        if (gen_live(g) == 0)
+            gen_free(m, g);
+        if (m->state == M_STOPPING && !m->gens)
             fl_loop_stop(m->loop);
         return;
     }
     if (WIFSIGNALED(status))
-        fl_error("reactor %u was killed by signal %d", slot, WTERMSIG(status));
+        fl_error("reactor %u was killed by signal %d", s->index, WTERMSIG(status));
     else
-        fl_error("reactor %u exited with status %d", slot, WEXITSTATUS(status));
-    if (m->state == M_STARTING) {
-        begin_stop(m, 1, "a reactor died during start-up");
+        fl_error("reactor %u exited with status %d", s->index, WEXITSTATUS(status));
+    if (g->state == G_STARTING) {
+        start_failed(g, "a reactor died during start-up");
         return;
     }
     /* Back off while it keeps dying young, and say so: a crash loop is reported, not hidden. */
@@ -338,8 +627,8 @@ static void reactor_exited(fl_master_t *m, unsigned slot, int status)
         delay = 10000;
     if (s->crashes >= 3)
         fl_error("reactor %u is in a crash loop (%u quick deaths in a row); respawn in %lld ms",
-                 slot, s->crashes, (long long)delay);
-    s->respawn = fl_timer_add(m->loop, delay, respawn_cb, &refs[slot]);
+                 s->index, s->crashes, (long long)delay);
+    s->respawn = fl_timer_add(m->loop, delay, respawn_cb, s);
 }
 
 static void reap(fl_master_t *m)
@@ -347,13 +636,73 @@ static void reap(fl_master_t *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (unsigned i = 0; i < m->nreactors; i++) {
-            if (m->slots[i].pid == pid) {
-                reactor_exited(m, i, status);
+        fl_rslot_t *hit = NULL;
+        for (fl_gen_t *g = m->gens; g && !hit; g = g->next)
+            for (unsigned i = 0; i < g->nreactors && !hit; i++)
+                if (g->slots[i].pid == pid)
+                    hit = &g->slots[i];
+        if (hit)
+            reactor_exited(hit, status);
+    }
+}
+
+/* ---- stopping ---- */
+
+static void force_stop(fl_loop_t *loop, void *data)
+{
+    FL_UNUSED(loop);
+    fl_master_t *m = data;
+    fl_warn("reactors did not stop in time: killing them");
+    for (fl_gen_t *g = m->gens; g; g = g->next)
+        gen_signal(g, SIGKILL);
+    m->exit_code = 1;
+}
+
+static void begin_stop(fl_master_t *m, int exit_code, const char *why)
+{
+    if (m->state == M_STOPPING)
+        return;
+    int64_t grace = m->active ? m->active->conf.endure.grace_period_ms : 30000;
+    fl_info("stopping: %s (grace period %lld ms)", why, (long long)grace);
+    fl_sd_notify("STOPPING=1\nSTATUS=stopping");
+    m->state = M_STOPPING;
+    m->exit_code = exit_code;
+    for (fl_gen_t *g = m->gens; g; g = g->next) {
+        for (unsigned i = 0; i < g->nreactors; i++) {
+            fl_timer_del(m->loop, g->slots[i].respawn);
+            g->slots[i].respawn = 0;
+        }
+        gen_signal(g, SIGTERM);
+        if (gen_live(g) == 0) {
+            gen_free(m, g);
+            g = m->gens;
+            if (!g)
                 break;
-            }
         }
     }
+    fl_timer_add(m->loop, grace + 1000, force_stop, m);
+    if (!m->gens)
+        fl_loop_stop(m->loop);
+}
+
+static void on_stop_signal(fl_master_t *m, int sig)
+{
+    int64_t now = fl_now_ms();
+    if (m->state == M_STOPPING) {
+        /* Ctrl-C under Laravel Octane sends SIGINT and then SIGTERM: that is one stop. */
+        if (m->last_stop_sig == SIGINT && sig == SIGTERM && now - m->last_stop_ms < 1000) {
+            m->last_stop_sig = sig;
+            return;
+        }
+        fl_warn("exit forced");
+        for (fl_gen_t *g = m->gens; g; g = g->next)
+            gen_signal(g, SIGKILL);
+        m->exit_code = 1;
+        return;
+    }
+    m->last_stop_sig = sig;
+    m->last_stop_ms = now;
+    begin_stop(m, m->state == M_STARTING ? 1 : 0, strsignal(sig));
 }
 
 static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
@@ -370,16 +719,10 @@ static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
         case SIGTERM:
         case SIGINT:
         case SIGQUIT:
-            if (m->state == M_STOPPING) {
-                fl_warn("exit forced");
-                signal_reactors(m, SIGKILL);
-                m->exit_code = 1;
-                break;
-            }
-            begin_stop(m, m->state == M_STARTING ? 1 : 0, strsignal((int)si.ssi_signo));
+            on_stop_signal(m, (int)si.ssi_signo);
             break;
         case SIGHUP:
-            fl_warn("SIGHUP: configuration reload is not implemented yet; still serving");
+            begin_reload(m);
             break;
         default:
             break;
@@ -402,63 +745,22 @@ static int setup_signals(fl_master_t *m)
     return fl_io_set(m->loop, m->sigfd, FL_EV_READ, signal_io, m);
 }
 
-static void startup_timeout(fl_loop_t *loop, void *data)
+int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
 {
-    FL_UNUSED(loop);
-    fl_master_t *m = data;
-    if (m->state == M_STARTING) {
-        fl_error("start-up failed: the PHP workers did not become ready in time");
-        begin_stop(m, 1, "start-up timed out");
-    }
-}
-
-/* num_workers is the total across reactors. A reactor without a worker would accept requests
- * it cannot serve, so there are never more reactors than workers. */
-static void plan_reactors(fl_master_t *m)
-{
-    const fl_conf_t *c = m->conf;
-    unsigned r = c->reactors ? c->reactors : ncpus();
-    unsigned w = c->http.pool.debug ? r : c->http.pool.num_workers;
-    if (w == 0)
-        w = ncpus();
-    if (w < r) {
-        fl_info("%u PHP workers for %u reactors: running %u reactors, one worker each", w, r, w);
-        r = w;
-    }
-    m->nreactors = r;
-    m->slots = calloc(r, sizeof(*m->slots));
-    refs = calloc(r, sizeof(*refs));
-    for (unsigned i = 0; i < r; i++) {
-        m->slots[i].workers = w / r + (i < w % r ? 1 : 0);
-        m->slots[i].chan = -1;
-        refs[i].m = m;
-        refs[i].slot = i;
-    }
-}
-
-int fl_master_run(const fl_conf_t *c, const fl_master_flags_t *f)
-{
-    fl_master_t m = {.conf = c, .listen_fd = -1, .sigfd = -1};
-    char err[512];
+    fl_master_t m = {.flags = f, .sigfd = -1, .next_gen = 1};
+    char err[600];
     fl_log_set_role("master");
     fl_proctitle_set("forkline: master");
-    if (!c->http.address) {
-        fl_error("%s: http.address is not set: nothing to serve", c->path ? c->path : "config");
-        return 1;
-    }
-    const fl_argv_t *cmd = c->http.pool.command.argc ? &c->http.pool.command : &c->server.command;
-    if (!cmd->argc || fl_check_command(cmd->argv[0], err, sizeof(err)) < 0) {
-        fl_error("server.command: %s", cmd->argc ? err : "command should not be empty");
-        return 1;
-    }
-    m.listen_fd = fl_listen_tcp(c->http.address, err, sizeof(err));
-    if (m.listen_fd < 0) {
-        fl_error("%s", err);
-        return 1;
-    }
+    fl_sd_init();
     m.loop = fl_loop_new(1024);
     if (!m.loop || setup_signals(&m) < 0) {
         fl_error("cannot set up the master loop: %s", strerror(errno));
+        return 1;
+    }
+    fl_gen_t *g = gen_new(&m, c, err, sizeof(err));
+    if (!g) {
+        fl_error("%s", err);
+        fl_loop_free(m.loop);
         return 1;
     }
     if (f->pidfile) {
@@ -468,24 +770,21 @@ int fl_master_run(const fl_conf_t *c, const fl_master_flags_t *f)
             fclose(pf);
         }
     }
-    m.envp = build_env(c, "http");
-    plan_reactors(&m);
     if (!f->silent)
         printf("[INFO] RoadRunner server started; version: %s, buildtime: forkline %s\n",
                FL_RR_VERSION, FL_VERSION);
     fflush(stdout);
     m.state = M_STARTING;
-    for (unsigned i = 0; i < m.nreactors; i++)
-        if (spawn_reactor(&m, i) < 0)
-            begin_stop(&m, 1, "cannot fork a reactor");
-    fl_timer_add(m.loop, c->http.pool.allocate_timeout_ms + 5000, startup_timeout, &m);
+    if (gen_start(g) < 0)
+        begin_stop(&m, 1, "cannot fork a reactor");
     fl_loop_run(m.loop);
     reap(&m);
-    close(m.listen_fd);
-    free_env(m.envp);
-    free(m.slots);
-    free(refs);
-    refs = NULL;
+    while (m.gens)
+        gen_free(&m, m.gens);
+    for (unsigned i = 0; i < m.nlisteners; i++) {
+        close(m.listeners[i].fd);
+        free(m.listeners[i].address);
+    }
     fl_loop_free(m.loop);
     fl_info("stopped");
     return m.exit_code;

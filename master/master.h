@@ -1,20 +1,27 @@
-/* The master process: owns the listening socket and the cycle (config), forks one reactor per
- * slot, supervises them, handles signals. It never runs PHP and never parses client HTTP. */
+/* The master process: owns the listening sockets and the cycle (config), runs one generation of
+ * reactors (two during a reload), supervises them, handles signals. It never runs PHP and never
+ * parses client HTTP. */
 #ifndef FL_MASTER_H
 #define FL_MASTER_H
 
 #include "config.h"
 
 typedef struct {
-    bool silent;   /* -s: no start-up banner */
-    bool pidfile;  /* -p: write .pid into the working directory */
+    bool silent;              /* -s: no start-up banner */
+    bool pidfile;             /* -p: write .pid into the working directory */
+    const char *config_path;  /* absolute, or NULL when the overrides alone make the config */
+    char *const *overrides;   /* -o flags, re-applied on every reload */
+    size_t noverrides;
 } fl_master_flags_t;
 
-/* Runs the server with cycle c until stopped; returns the process exit code. */
-int fl_master_run(const fl_conf_t *c, const fl_master_flags_t *f);
+/* Runs the server until stopped; takes ownership of *c (it is zeroed); returns the exit code. */
+int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f);
 
 /* Opens a listening TCP socket for "host:port" (host may be empty, a name, an IPv4 address or a
  * bracketed IPv6 one). Returns the fd or -1 with err filled. */
 int fl_listen_tcp(const char *address, char *err, size_t errlen);
+
+/* The file where the master records the outcome of each reload (next to .pid; see `reload`). */
+#define FL_RELOAD_STATUS_FILE ".pid.reload"
 
 #endif

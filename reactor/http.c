@@ -11,6 +11,8 @@
 #include "llhttp.h"
 #include "log.h"
 
+/* how long an idle keep-alive connection may still send a request once draining began */
+#define FL_DRAIN_IDLE_MS 1000
 #define MAX_URL 8192
 #define MAX_HEADER_BYTES 65536
 #define MAX_HEADERS 128
@@ -505,7 +507,7 @@ static void idle_timeout(fl_loop_t *loop, void *data)
     FL_UNUSED(loop);
     fl_conn_t *c = data;
     c->idle_timer = 0;
-    if (!c->busy && !c->complete)
+    if (!c->busy && !c->complete && c->out_off == c->out.len)
         conn_close(c);
 }
 
@@ -540,7 +542,8 @@ static void conn_process(fl_conn_t *c)
     set_interest(c);
     if (!c->busy && !c->complete && c->out_off == c->out.len && !c->close_after) {
         fl_timer_del(c->srv->loop, c->idle_timer);
-        c->idle_timer = fl_timer_add(c->srv->loop, c->srv->o.keepalive_timeout_ms, idle_timeout, c);
+        int64_t idle = c->srv->stopping ? FL_DRAIN_IDLE_MS : c->srv->o.keepalive_timeout_ms;
+        c->idle_timer = fl_timer_add(c->srv->loop, idle, idle_timeout, c);
     }
 }
 
@@ -718,10 +721,15 @@ void fl_http_drain(fl_http_server_t *s)
     fl_conn_t *next;
     for (fl_conn_t *c = s->conns; c; c = next) {
         next = c->next;
-        if (!c->busy && !c->complete && c->out_off == c->out.len)
-            conn_close(c);
-        else
-            c->close_after = true;
+        if (c->busy || c->complete) {
+            c->close_after = true; /* its response, not written yet, will say so */
+            continue;
+        }
+        /* Closing an idle keep-alive connection races with a request the client may be sending
+         * right now. Give it a short window instead: a request that arrives is served with
+         * "Connection: close" (stopping is set), and only a connection still idle is closed. */
+        fl_timer_del(s->loop, c->idle_timer);
+        c->idle_timer = fl_timer_add(s->loop, FL_DRAIN_IDLE_MS, idle_timeout, c);
     }
     if (s->nconns == 0 && s->on_drained)
         s->on_drained(s, s->data);
