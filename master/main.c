@@ -36,6 +36,7 @@ static void usage(FILE *out)
             "Commands:\n"
             "  serve        start the server (master, reactors, PHP workers)\n"
             "  stop         stop the server whose pid is in ./.pid (see -p)\n"
+            "  reload       validate the config, SIGHUP the server in ./.pid, wait for the outcome\n"
             "\n"
             "Flags (accepted before or after the command):\n"
             "  -c, --config FILE     configuration file (default .rr.yaml)\n"
@@ -145,6 +146,64 @@ static int enter_workdir(const fl_cli_t *cli, char *abs, size_t abslen)
     return 0;
 }
 
+static int read_reload_status(unsigned *n, char *msg, size_t len)
+{
+    FILE *f = fopen(FL_RELOAD_STATUS_FILE, "r");
+    if (!f)
+        return -1;
+    int ok = fscanf(f, "%u ", n) == 1 && fgets(msg, (int)len, f) != NULL;
+    fclose(f);
+    msg[strcspn(msg, "\n")] = 0;
+    return ok ? 0 : -1;
+}
+
+/* `reload`: validate, SIGHUP the master from .pid, and wait for its verdict (written to
+ * .pid.reload), so a rejected config is a non-zero exit instead of a silent log line. */
+static int cmd_reload(const fl_cli_t *cli, const char *abs)
+{
+    fl_conf_t c;
+    fl_conf_err_t err;
+    if (fl_conf_load(&c, abs[0] ? abs : NULL, cli->overrides, cli->noverrides, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    fl_conf_free(&c);
+    int pid = 0;
+    FILE *f = fopen(".pid", "r");
+    if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0) {
+        fprintf(stderr, "%s: no .pid file here: start the server with `serve -p`\n", progname);
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    unsigned before = 0, now = 0;
+    char msg[1024] = "";
+    read_reload_status(&before, msg, sizeof(msg));
+    if (kill(pid, SIGHUP) < 0) {
+        fprintf(stderr, "%s: kill -HUP %d: %s\n", progname, pid, strerror(errno));
+        return 1;
+    }
+    for (int i = 0; i < 1200; i++) { /* the new workers may take a while to boot: 120 s */
+        usleep(100000);
+        if (read_reload_status(&now, msg, sizeof(msg)) == 0 && now != before) {
+            if (strcmp(msg, "ok") == 0) {
+                if (!cli->silent)
+                    fprintf(stderr, "reloaded\n");
+                return 0;
+            }
+            fprintf(stderr, "reload failed: %s\n", msg);
+            return 1;
+        }
+        if (kill(pid, 0) < 0) {
+            fprintf(stderr, "%s: the server (pid %d) is gone\n", progname, pid);
+            return 1;
+        }
+    }
+    fprintf(stderr, "%s: no answer from pid %d within 120 s\n", progname, pid);
+    return 1;
+}
+
 static int cmd_stop(const fl_cli_t *cli)
 {
     FILE *f = fopen(".pid", "r");
@@ -190,7 +249,8 @@ int main(int argc, char **argv)
         rc = cli.help ? 0 : 1;
         goto out;
     }
-    if (cli.command && strcmp(cli.command, "serve") && strcmp(cli.command, "stop")) {
+    if (cli.command && strcmp(cli.command, "serve") && strcmp(cli.command, "stop") &&
+        strcmp(cli.command, "reload")) {
         fprintf(stderr, "%s: unknown command: %s\n", progname, cli.command);
         rc = 1;
         goto out;
@@ -198,6 +258,10 @@ int main(int argc, char **argv)
     char abs[PATH_MAX];
     if (enter_workdir(&cli, abs, sizeof(abs)) < 0) {
         rc = 1;
+        goto out;
+    }
+    if (cli.command && !strcmp(cli.command, "reload")) {
+        rc = cmd_reload(&cli, abs);
         goto out;
     }
     if (cli.command && !strcmp(cli.command, "stop")) {

@@ -228,3 +228,26 @@ def test_systemd_notifications():
     finally:
         s.stop()
         ns.close()
+
+
+def test_reload_command_reports_outcome():
+    import subprocess
+    from fl import BIN
+    with Server(reactors=1, workers=1, args=["-p"]) as s:
+        p = subprocess.run([BIN, "reload", "-c", s.config], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        # valid YAML, but a worker that cannot start: only the running server can tell
+        write_config(s, 1, reactors=1, extra="")
+        with open(s.config) as f:
+            text = f.read().replace(_app(), "/nonexistent/worker.php")
+        with open(s.config, "w") as f:
+            f.write(text)
+        p = subprocess.run([BIN, "reload", "-c", s.config], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1 and "reload failed" in p.stderr, (p.returncode, p.stderr)
+        assert s.get("/").status == 200
+        # invalid YAML is refused before any signal is sent
+        with open(s.config, "w") as f:
+            f.write("version: 3\n")
+        p = subprocess.run([BIN, "reload", "-c", s.config], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "version" in p.stderr, p.stderr
+        assert s.get("/").status == 200
