@@ -255,7 +255,9 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    char abs[PATH_MAX];
+    char abs[PATH_MAX], orig_cwd[PATH_MAX];
+    if (!getcwd(orig_cwd, sizeof(orig_cwd)))
+        orig_cwd[0] = 0;
     if (enter_workdir(&cli, abs, sizeof(abs)) < 0) {
         rc = 1;
         goto out;
@@ -268,12 +270,16 @@ int main(int argc, char **argv)
         rc = cmd_stop(&cli);
         goto out;
     }
-    fl_conf_t conf;
+    fl_conf_t conf = {0};
     fl_conf_err_t err;
-    if (fl_conf_load(&conf, abs[0] ? abs : NULL, cli.overrides, cli.noverrides, &err) < 0) {
+    bool upgrading = getenv(FL_UPGRADE_ENV) && cli.command && !strcmp(cli.command, "serve");
+    bool loaded = fl_conf_load(&conf, abs[0] ? abs : NULL, cli.overrides, cli.noverrides, &err) == 0;
+    if (!loaded) {
         fprintf(stderr, "%s\n", err.msg);
         rc = 1;
-        goto out;
+        /* a re-exec'ed master still holds running reactors: it must keep them serving */
+        if (!upgrading)
+            goto out;
     }
     if (cli.test) {
         fprintf(stderr, "%s: configuration %s is valid\n", progname, abs[0] ? abs : "(overrides)");
@@ -291,8 +297,10 @@ int main(int argc, char **argv)
                             .pidfile = cli.pidfile,
                             .config_path = abs[0] ? abs : NULL,
                             .overrides = cli.overrides,
-                            .noverrides = cli.noverrides};
-    rc = fl_master_run(&conf, &mf);
+                            .noverrides = cli.noverrides,
+                            .argv = argv,
+                            .orig_cwd = orig_cwd[0] ? orig_cwd : NULL};
+    rc = fl_master_run(loaded ? &conf : NULL, &mf);
 out:
     free(cli.overrides);
     return rc;

@@ -49,6 +49,8 @@ struct fl_gen {
     unsigned nreactors;
     fl_rslot_t *slots;
     int state;
+    int64_t grace_ms;    /* endure.grace_period of its cycle */
+    bool adopted;        /* inherited over a SIGUSR2 re-exec: no config, never respawned */
     fl_timer_id timer;   /* start-up deadline, then the retire deadline */
     fl_gen_t *next;
 };
@@ -376,6 +378,7 @@ static fl_gen_t *gen_new(fl_master_t *m, fl_conf_t *c, char *err, size_t errlen)
     g->conf = *c;
     memset(c, 0, sizeof(*c));
     g->listen_fd = fd;
+    g->grace_ms = g->conf.endure.grace_period_ms;
     g->envp = build_env(&g->conf, "http");
     g->state = G_STARTING;
     plan_reactors(g);
@@ -524,7 +527,7 @@ static void gen_ready(fl_gen_t *g)
             g->conf.http.address, g->nreactors, workers);
     if (old) {
         /* Only now does the old generation stop accepting: no connection is ever refused. */
-        gen_retire(old, old->conf.endure.grace_period_ms);
+        gen_retire(old, old->grace_ms);
         reload_finished(m, NULL);
     } else {
         m->state = M_RUNNING;
@@ -589,7 +592,7 @@ static void respawn_cb(fl_loop_t *loop, void *data)
     FL_UNUSED(loop);
     fl_rslot_t *s = data;
     s->respawn = 0;
-    if (s->gen->m->state != M_STOPPING && s->gen->state == G_ACTIVE)
+    if (s->gen->m->state != M_STOPPING && s->gen->state == G_ACTIVE && !s->gen->adopted)
         spawn_reactor(s->gen, s->index);
 }
 
@@ -662,7 +665,7 @@ static void begin_stop(fl_master_t *m, int exit_code, const char *why)
 {
     if (m->state == M_STOPPING)
         return;
-    int64_t grace = m->active ? m->active->conf.endure.grace_period_ms : 30000;
+    int64_t grace = m->active ? m->active->grace_ms : 30000;
     fl_info("stopping: %s (grace period %lld ms)", why, (long long)grace);
     fl_sd_notify("STOPPING=1\nSTATUS=stopping");
     m->state = M_STOPPING;
@@ -705,6 +708,96 @@ static void on_stop_signal(fl_master_t *m, int sig)
     begin_stop(m, m->state == M_STARTING ? 1 : 0, strsignal(sig));
 }
 
+/* ---- binary upgrade (SIGUSR2): re-exec in place, same pid, sockets and reactors inherited ---- */
+
+static void set_cloexec(int fd, bool on)
+{
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0)
+        fcntl(fd, F_SETFD, on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC));
+}
+
+static void upgrade_fds(fl_master_t *m, bool cloexec)
+{
+    for (unsigned i = 0; i < m->nlisteners; i++)
+        set_cloexec(m->listeners[i].fd, cloexec);
+    for (unsigned i = 0; m->active && i < m->active->nreactors; i++)
+        if (m->active->slots[i].chan >= 0)
+            set_cloexec(m->active->slots[i].chan, cloexec);
+}
+
+static void begin_upgrade(fl_master_t *m)
+{
+    fl_gen_t *g = m->active;
+    if (m->state != M_RUNNING || !g || m->gens != g || g->next) {
+        fl_warn("SIGUSR2 ignored: a start-up, reload or stop is in progress; try again later");
+        return;
+    }
+    fl_buf_t b = {0};
+    for (unsigned i = 0; i < m->nlisteners; i++)
+        fl_buf_printf(&b, "L|%d|%s;", m->listeners[i].fd, m->listeners[i].address);
+    for (unsigned i = 0; i < g->nreactors; i++)
+        if (g->slots[i].pid > 0 && g->slots[i].chan >= 0)
+            fl_buf_printf(&b, "R|%d|%d|%d|%u|%lld;", (int)g->slots[i].pid, g->slots[i].chan,
+                          g->listen_fd, g->slots[i].workers, (long long)g->grace_ms);
+    fl_buf_append(&b, "", 1);
+    fl_info("SIGUSR2: re-executing %s in place", m->flags->argv[0]);
+    upgrade_fds(m, false);
+    setenv(FL_UPGRADE_ENV, b.data, 1);
+    fl_buf_free(&b);
+    char here[4096];
+    bool have_here = getcwd(here, sizeof(here)) != NULL;
+    if (m->flags->orig_cwd && chdir(m->flags->orig_cwd) < 0)
+        fl_warn("cannot return to %s: %s", m->flags->orig_cwd, strerror(errno));
+    execv("/proc/self/exe", m->flags->argv);
+    fl_error("upgrade failed, still serving: exec: %s", strerror(errno));
+    if (have_here && chdir(here) < 0)
+        fl_warn("cannot return to %s: %s", here, strerror(errno));
+    unsetenv(FL_UPGRADE_ENV);
+    upgrade_fds(m, true);
+}
+
+/* In the new image: take over the listeners and the reactors the old image left running. */
+static void adopt_upgrade(fl_master_t *m, const char *spec)
+{
+    fl_gen_t *g = calloc(1, sizeof(*g));
+    g->m = m;
+    g->id = m->next_gen++;
+    g->adopted = true;
+    g->state = G_ACTIVE;
+    g->grace_ms = 30000;
+    g->listen_fd = -1;
+    g->slots = calloc(64, sizeof(*g->slots));
+    char *copy = strdup(spec), *save = NULL;
+    for (char *e = strtok_r(copy, ";", &save); e; e = strtok_r(NULL, ";", &save)) {
+        int fd, pid, chan, lfd;
+        unsigned workers;
+        long long grace;
+        char addr[256];
+        if (sscanf(e, "L|%d|%255[^;]", &fd, addr) == 2 && m->nlisteners < FL_ARRAY_SIZE(m->listeners)) {
+            set_cloexec(fd, true);
+            m->listeners[m->nlisteners].fd = fd;
+            m->listeners[m->nlisteners++].address = strdup(addr);
+        } else if (sscanf(e, "R|%d|%d|%d|%u|%lld", &pid, &chan, &lfd, &workers, &grace) == 5 &&
+                   g->nreactors < 64) {
+            fl_rslot_t *s = &g->slots[g->nreactors];
+            *s = (fl_rslot_t){.gen = g, .index = g->nreactors, .pid = pid, .chan = chan,
+                              .ready = true, .started_ms = fl_now_ms(), .workers = workers};
+            set_cloexec(chan, true);
+            fl_io_set(m->loop, chan, FL_EV_READ, chan_io, s);
+            g->listen_fd = lfd;
+            g->grace_ms = grace;
+            g->nreactors++;
+        }
+    }
+    free(copy);
+    g->next = m->gens;
+    m->gens = g;
+    m->active = g;
+    m->state = M_RUNNING;
+    fl_info("upgrade: adopted %u listeners and %u running reactors", m->nlisteners, g->nreactors);
+}
+
 static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
 {
     FL_UNUSED(loop);
@@ -723,6 +816,9 @@ static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
             break;
         case SIGHUP:
             begin_reload(m);
+            break;
+        case SIGUSR2:
+            begin_upgrade(m);
             break;
         default:
             break;
@@ -757,8 +853,15 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
         fl_error("cannot set up the master loop: %s", strerror(errno));
         return 1;
     }
-    fl_gen_t *g = gen_new(&m, c, err, sizeof(err));
-    if (!g) {
+    const char *up = getenv(FL_UPGRADE_ENV);
+    char *upgrade = up ? strdup(up) : NULL;
+    unsetenv(FL_UPGRADE_ENV);
+    if (upgrade) {
+        adopt_upgrade(&m, upgrade);
+        free(upgrade);
+    }
+    fl_gen_t *g = c ? gen_new(&m, c, err, sizeof(err)) : NULL;
+    if (!g && !m.active) {
         fl_error("%s", err);
         fl_loop_free(m.loop);
         return 1;
@@ -770,13 +873,26 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
             fclose(pf);
         }
     }
-    if (!f->silent)
+    if (!f->silent && !m.active)
         printf("[INFO] RoadRunner server started; version: %s, buildtime: forkline %s\n",
                FL_RR_VERSION, FL_VERSION);
     fflush(stdout);
-    m.state = M_STARTING;
-    if (gen_start(g) < 0)
-        begin_stop(&m, 1, "cannot fork a reactor");
+    if (m.active) {
+        /* after SIGUSR2: the new image starts its own generation like a reload */
+        if (!g) {
+            reload_finished(&m, c ? err : "the new image could not load the configuration");
+        } else {
+            m.pending = g;
+            if (gen_start(g) < 0) {
+                gen_retire(g, 0);
+                reload_finished(&m, "cannot start the new reactors");
+            }
+        }
+    } else {
+        m.state = M_STARTING;
+        if (gen_start(g) < 0)
+            begin_stop(&m, 1, "cannot fork a reactor");
+    }
     fl_loop_run(m.loop);
     reap(&m);
     while (m.gens)

@@ -12,9 +12,18 @@ typedef struct {
     const char *config_path;  /* absolute, or NULL when the overrides alone make the config */
     char *const *overrides;   /* -o flags, re-applied on every reload */
     size_t noverrides;
+    char **argv;              /* for SIGUSR2: re-exec the same command line */
+    const char *orig_cwd;     /* ... from the directory it was started in */
 } fl_master_flags_t;
 
-/* Runs the server until stopped; takes ownership of *c (it is zeroed); returns the exit code. */
+/* Set in the environment of a re-exec'ed master (SIGUSR2): the inherited listening fds and
+ * reactors. "L|fd|address;R|pid|chan|listen_fd|workers|grace_ms;..." */
+#define FL_UPGRADE_ENV "FORKLINE_UPGRADE"
+
+
+/* Runs the server until stopped; takes ownership of *c (it is zeroed); returns the exit code.
+ * c may be NULL only after a SIGUSR2 re-exec whose config failed to load: the inherited
+ * reactors then keep serving. */
 int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f);
 
 /* Opens a listening TCP socket for "host:port" (host may be empty, a name, an IPv4 address or a

@@ -251,3 +251,37 @@ def test_reload_command_reports_outcome():
         p = subprocess.run([BIN, "reload", "-c", s.config], capture_output=True, text=True, timeout=30)
         assert p.returncode == 1 and "version" in p.stderr, p.stderr
         assert s.get("/").status == 200
+
+
+def test_sigusr2_reexec_in_place_under_load():
+    with Server(reactors=2, workers=2) as s:
+        master = s.proc.pid
+        old_reactors = set(s.reactors())
+        with Load(s.port, 30) as load:
+            time.sleep(1)
+            s.proc.send_signal(signal.SIGUSR2)
+            assert wait_for(lambda: "reload complete" in s.output(), 15), s.output()
+            time.sleep(1.5)
+        assert load.ok > 100 and load.bad == 0 and load.errors == 0, (load.ok, load.bad, load.errors, load.details[:5])
+        assert s.proc.poll() is None and s.proc.pid == master
+        assert "adopted 1 listeners and 2 running reactors" in s.output(), s.output()
+        assert wait_for(lambda: not (set(s.reactors()) & old_reactors) and len(s.reactors()) == 2, 10)
+        assert s.get("/").status == 200
+        assert s.stop() == 0
+
+
+test_sigusr2_reexec_in_place_under_load.timeout = 60
+
+
+def test_sigusr2_with_broken_config_keeps_old_reactors():
+    with Server(reactors=1, workers=1) as s:
+        pid = s.get("/pid").body
+        with open(s.config, "w") as f:
+            f.write("version: 3\n")
+        s.proc.send_signal(signal.SIGUSR2)
+        assert wait_for(lambda: "adopted" in s.output(), 10), s.output()
+        time.sleep(0.5)
+        assert s.proc.poll() is None
+        r = s.get("/pid")
+        assert r.status == 200 and r.body == pid
+        assert s.stop() == 0
