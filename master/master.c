@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,6 +176,27 @@ static unsigned ncpus(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+/* A reactor and its PHP workers ping-pong on every request: sharing a core, a round trip costs a
+ * few µs; across cores, tens of µs of wake-ups (DESIGN.md "Core affinity"). So reactor i is pinned
+ * to the i-th CPU this process may use (mod their count) before it forks its workers, which
+ * inherit the mask through fork and exec. `auto` = on; see BENCHMARKS.md for the numbers. */
+static void pin_reactor(const fl_conf_t *c, unsigned slot)
+{
+    cpu_set_t allowed, one;
+    if (c->cpu_affinity == FL_AFFINITY_OFF || sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+        return;
+    int left = (int)(slot % (unsigned)CPU_COUNT(&allowed));
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed) || left-- > 0)
+            continue;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof(one), &one) < 0)
+            fl_warn("reactor %u: sched_setaffinity(cpu %d): %s", slot, cpu, strerror(errno));
+        return;
+    }
+}
+
 static void chan_io(fl_loop_t *loop, int fd, int events, void *data);
 static void begin_stop(fl_master_t *m, int exit_code, const char *why);
 static void reload_finished(fl_master_t *m, const char *error);
@@ -273,6 +295,7 @@ static int spawn_reactor(fl_gen_t *g, unsigned slot)
         for (unsigned i = 0; i < m->nlisteners; i++)
             if (m->listeners[i].fd != g->listen_fd)
                 close(m->listeners[i].fd);
+        pin_reactor(&g->conf, slot);
         fl_reactor_opts_t o;
         fill_reactor_opts(g, slot, sv[1], &o);
         fl_loop_free(m->loop); /* the reactor runs its own loop; drop the master's epoll fd */
@@ -574,8 +597,7 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
     }
     buf[n] = 0;
     if (strcmp(buf, FL_MSG_READY) == 0) {
-        s->ready = true;
-        s->crashes = 0;
+        s->ready = true; /* crashes is reset only by a long life: see reactor_exited */
         check_all_ready(g);
     } else if (strncmp(buf, FL_MSG_FAIL, strlen(FL_MSG_FAIL)) == 0) {
         char why[1100];

@@ -285,3 +285,33 @@ def test_sigusr2_with_broken_config_keeps_old_reactors():
         r = s.get("/pid")
         assert r.status == 200 and r.body == pid
         assert s.stop() == 0
+
+
+def test_reactor_crash_queued_connections_are_served():
+    with Server(reactors=1, workers=1) as s:
+        (r0,) = s.reactors()
+        os.kill(r0, signal.SIGKILL)
+        # connect while no reactor exists: the master holds the socket, the connection waits in
+        # the backlog and is served by the respawned reactor, not reset
+        with s.connect() as c:
+            c.sendall(raw_request("GET", "/"))
+            r = Reader(c).read()
+            assert r.status == 200, r
+        assert wait_for(lambda: s.reactors() and r0 not in s.reactors(), 5)
+
+
+def test_reactor_crash_loop_is_reported():
+    with Server(reactors=1, workers=1) as s:
+        for _ in range(4):
+            rs = wait_for(lambda: s.reactors(), 10)
+            os.kill(rs[0], signal.SIGKILL)
+            time.sleep(0.3)
+        assert wait_for(lambda: "crash loop" in s.output(), 10), s.output()
+        assert wait_for(lambda: _ok(s), 15)
+
+
+def _ok(s):
+    try:
+        return s.get("/").status == 200
+    except OSError:
+        return False
