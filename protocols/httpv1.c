@@ -39,7 +39,10 @@ enum { HTTPV1_RESP_STATUS = 1, HTTPV1_RESP_HEADERS = 2 };
 /* ------------------------------------------------------------------------------------ */
 /* Header names                                                                           */
 
-static inline uint8_t httpv1_lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+static inline uint8_t httpv1_lower(uint8_t c)
+{
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
 
 /* RFC 7230 tchar, the set Go's header canonicalisation accepts. */
 static inline bool httpv1_is_tchar(uint8_t c)
@@ -697,8 +700,7 @@ static inline fl_slice_t httpv1_pb_slice(const pb_field_t *f)
 }
 
 /* Every value (field 1) of one HeaderValue message. */
-static int httpv1_pb_values(const pb_field_t *hv, fl_slice_t key, fl_http_resp_t *out,
-                            size_t *n)
+static int httpv1_pb_values(const pb_field_t *hv, fl_slice_t key, fl_http_resp_t *out, size_t *n)
 {
     const uint8_t *p = hv->data;
     pb_field_t f;

@@ -15,7 +15,8 @@ typedef struct {
 
 typedef struct {
     fl_slice_t remote_addr, protocol, method, uri, raw_query; /* uri = full http://host/target */
-    const fl_header_t *headers; /* as received, in order, any case */
+    /* As received, in order, any case. */
+    const fl_header_t *headers;
     size_t nheaders;
     bool parsed;
     fl_slice_t uploads; /* JSON bytes or empty */

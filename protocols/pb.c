@@ -42,8 +42,7 @@ const uint8_t *pb_read_varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
 }
 
 /* Fixed-width little-endian value of n bytes, or NULL when truncated. */
-static const uint8_t *pb_read_fixed(const uint8_t *p, const uint8_t *end, unsigned n,
-                                    uint64_t *v)
+static const uint8_t *pb_read_fixed(const uint8_t *p, const uint8_t *end, unsigned n, uint64_t *v)
 {
     if ((size_t)(end - p) < n)
         return NULL;

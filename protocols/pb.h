@@ -28,7 +28,10 @@ static inline size_t pb_varint_size(uint64_t v)
     }
     return n;
 }
-static inline size_t pb_tag_size(uint32_t field) { return pb_varint_size((uint64_t)field << 3); }
+static inline size_t pb_tag_size(uint32_t field)
+{
+    return pb_varint_size((uint64_t)field << 3);
+}
 /* A whole length-delimited field: tag + length varint + n bytes. */
 static inline size_t pb_bytes_size(uint32_t field, size_t n)
 {

@@ -23,6 +23,7 @@ static const char frame_not_found_prefix[12] = {'C', 'o', 'u', 'l', 'd', ' ',
 
 /* Reflected polynomial 0xEDB88320; a literal table keeps it const, so no lazy init races
  * between reactor threads. */
+/* clang-format off */
 static const uint32_t frame_crc_table[256] = {
     0x00000000, 0x77073096, 0xee0e612c, 0x990951ba, 0x076dc419, 0x706af48f,
     0xe963a535, 0x9e6495a3, 0x0edb8832, 0x79dcb8a4, 0xe0d5e91e, 0x97d2d988,
@@ -68,6 +69,7 @@ static const uint32_t frame_crc_table[256] = {
     0x54de5729, 0x23d967bf, 0xb3667a2e, 0xc4614ab8, 0x5d681b02, 0x2a6f2b94,
     0xb40bbe37, 0xc30c8ea1, 0x5a05df1b, 0x2d02ef8d,
 };
+/* clang-format on */
 
 uint32_t fl_crc32(const void *p, size_t n)
 {

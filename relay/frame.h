@@ -56,7 +56,10 @@ int fl_frame_encode(fl_buf_t *out, uint8_t flags, uint8_t stream, const uint32_t
                     unsigned nopts, const void *payload, size_t len);
 
 /* Header + options only, for writev() with a separate payload iovec. */
-static inline size_t fl_frame_header_len(unsigned nopts) { return 12 + 4 * (size_t)nopts; }
+static inline size_t fl_frame_header_len(unsigned nopts)
+{
+    return 12 + 4 * (size_t)nopts;
+}
 /* Writes fl_frame_header_len(nopts) bytes to hdr. Precondition: nopts <= 10. */
 void fl_frame_header(uint8_t *hdr, uint8_t flags, uint8_t stream, const uint32_t *opts,
                      unsigned nopts, uint32_t payload_len);

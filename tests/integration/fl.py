@@ -94,7 +94,8 @@ class Server:
                 pass
 
     def reactors(self):
-        return [p for p in descendants(self.proc.pid) if cmdline(p).startswith("forkline: reactor")]
+        # direct children only: a worker between fork and exec still carries its reactor's title
+        return [p for p in children(self.proc.pid) if cmdline(p).startswith("forkline: reactor")]
 
     def php_workers(self):
         return [p for p in descendants(self.proc.pid) if "php" in cmdline(p)]

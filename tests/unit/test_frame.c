@@ -50,8 +50,7 @@ typedef struct {
 static void t_check_encode(const t_vec_t *v, const uint8_t *want, size_t wlen)
 {
     fl_buf_t b = {0};
-    CU_ASSERT_EQUAL(fl_frame_encode(&b, v->flags, v->stream, v->opts, v->nopts, v->payload,
-                                    v->len),
+    CU_ASSERT_EQUAL(fl_frame_encode(&b, v->flags, v->stream, v->opts, v->nopts, v->payload, v->len),
                     0);
     t_expect_bytes(b.data, b.len, want, wlen);
     uint8_t hdr[12 + 4 * FL_FRAME_MAX_OPTS];
@@ -64,7 +63,7 @@ static void t_check_encode(const t_vec_t *v, const uint8_t *want, size_t wlen)
 /* Parser reads the vector back, needs every byte, and stops at the frame's end. */
 static void t_check_parse(const t_vec_t *v, const uint8_t *want, size_t wlen)
 {
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err = NULL;
     for (size_t i = 0; i < wlen; i++)
         CU_ASSERT_EQUAL(fl_frame_parse(want, i, UINT32_MAX, &f, &err), 0);
@@ -101,14 +100,15 @@ static void t_check_vec(const t_vec_t *v)
 #define T_PONG_HEX "13000000000096d180340800"
 #define T_SSTOP_HEX "13000000000096d180340200"
 #define T_RESTART_HEX "14000d000000f339efdb00000d0000007b2273746f70223a747275657d"
-#define T_JOBS_HEX                                                                             \
-    "1404460000000f407a620000440000007b226964223a2231222c226a6f62223a224a222c2264726976657222" \
+#define T_JOBS_HEX                                                                                 \
+    "1404460000000f407a620000440000007b226964223a2231222c226a6f62223a224a222c2264726976657222"     \
     "3a226d656d6f7279222c2268656164657273223a6e756c6c2c22706970656c696e65223a2270227d6869"
 #define T_ACK_HEX "140014000000e621fef60000000000007b2274797065223a322c2264617461223a5b5d7d"
-#define T_RPC_HEX                                                                              \
+#define T_RPC_HEX                                                                                  \
     "1508160000000971dba700000100000010000000696e666f726d65722e576f726b657273226874747022"
 
-#define T_JOBS_CTX "{\"id\":\"1\",\"job\":\"J\",\"driver\":\"memory\",\"headers\":null,\"pipeline\":\"p\"}"
+#define T_JOBS_CTX                                                                                 \
+    "{\"id\":\"1\",\"job\":\"J\",\"driver\":\"memory\",\"headers\":null,\"pipeline\":\"p\"}"
 
 static void test_crc32(void)
 {
@@ -137,7 +137,7 @@ static void test_pid_reply(void)
     t_check_vec(&v);
     uint8_t buf[64];
     size_t n = t_unhex(T_PID_REPLY_HEX, buf, sizeof buf);
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err;
     CU_ASSERT_EQUAL(fl_frame_parse(buf, n, 1024, &f, &err), (ssize_t)n);
     CU_ASSERT_EQUAL(fl_frame_parse_pid_reply(&f), 12345);
@@ -149,7 +149,8 @@ static void test_pid_reply(void)
 
 static long t_pid_of(uint8_t flags, const char *json)
 {
-    fl_frame_t f = {.flags = flags, .payload = (const uint8_t *)json, .len = (uint32_t)strlen(json)};
+    fl_frame_t f = {
+        .flags = flags, .payload = (const uint8_t *)json, .len = (uint32_t)strlen(json)};
     return fl_frame_parse_pid_reply(&f);
 }
 
@@ -208,7 +209,7 @@ static void test_restart_request(void)
     t_check_vec(&v);
     uint8_t buf[64];
     size_t n = t_unhex(T_RESTART_HEX, buf, sizeof buf);
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err;
     CU_ASSERT_EQUAL(fl_frame_parse(buf, n, 1024, &f, &err), (ssize_t)n);
     CU_ASSERT_TRUE(fl_frame_is_stop_request(&f));
@@ -244,7 +245,7 @@ static void test_jobs_task(void)
     t_check_vec(&v);
     uint8_t buf[128];
     size_t n = t_unhex(T_JOBS_HEX, buf, sizeof buf);
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err;
     fl_slice_t ctx = {0}, body = {0};
     CU_ASSERT_EQUAL(fl_frame_parse(buf, n, 1024, &f, &err), (ssize_t)n);
@@ -260,7 +261,7 @@ static void test_jobs_ack(void)
     t_check_vec(&v);
     uint8_t buf[128];
     size_t n = t_unhex(T_ACK_HEX, buf, sizeof buf);
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err;
     fl_slice_t ctx = {0}, body = {0};
     CU_ASSERT_EQUAL(fl_frame_parse(buf, n, 1024, &f, &err), (ssize_t)n);
@@ -291,7 +292,7 @@ static void test_crc_mismatch(void)
 {
     uint8_t buf[64];
     size_t n = t_unhex(T_PID_REQ_HEX, buf, sizeof buf);
-    fl_frame_t f;
+    fl_frame_t f = {0};
     for (size_t i = 1; i < 10; i++) { /* any bit in bytes 1..9; byte 0 could break HL first */
         const char *err = NULL;
         buf[i] ^= 0x10;
@@ -316,7 +317,7 @@ static void test_crc_mismatch(void)
 static void test_header_length_range(void)
 {
     uint8_t h[12 + 4 * 12] = {0};
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err = NULL;
     t_header(h, 0x1e, 0, 0); /* HL=14: Go would panic */
     CU_ASSERT_EQUAL(fl_frame_parse(h, sizeof h, 1024, &f, &err), -1);
@@ -348,7 +349,7 @@ static void test_max_options_encode(void)
     CU_ASSERT_EQUAL(fl_frame_encode(&b, 0, 0, opts, 10, "x", 1), 0);
     CU_ASSERT_EQUAL(b.len, 53);
     CU_ASSERT_EQUAL((uint8_t)b.data[0], 0x1d);
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err;
     CU_ASSERT_EQUAL(fl_frame_parse((uint8_t *)b.data, b.len, 1, &f, &err), 53);
     CU_ASSERT_EQUAL(f.opts[0], 1);
@@ -359,7 +360,7 @@ static void test_max_options_encode(void)
 static void test_too_big(void)
 {
     uint8_t h[12];
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err = NULL;
     t_header(h, 0x13, 0, 1000);
     CU_ASSERT_EQUAL(fl_frame_parse(h, 12, 999, &f, &err), -1); /* before the payload arrives */
@@ -374,7 +375,7 @@ static void test_too_big(void)
 static void test_could_not_open(void)
 {
     const char *msg = "Could not open input file: worker.php\n";
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err = NULL;
     for (size_t i = 0; i < 12; i++)
         CU_ASSERT_EQUAL(fl_frame_parse((const uint8_t *)msg, i, 1024, &f, &err), 0);
@@ -418,7 +419,7 @@ static void test_encode_appends(void)
     CU_ASSERT_EQUAL(fl_buf_puts(&b, "xy"), 0);
     CU_ASSERT_EQUAL(fl_frame_encode(&b, FL_FRAME_PROTO, FL_STREAM_MORE, &opt, 1, "ctbody", 6), 0);
     CU_ASSERT_EQUAL(fl_frame_pong(&b), 0);
-    fl_frame_t f;
+    fl_frame_t f = {0};
     const char *err;
     const uint8_t *p = (uint8_t *)b.data + 2;
     ssize_t n = fl_frame_parse(p, b.len - 2, 64, &f, &err);
