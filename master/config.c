@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "fl.h"
 #include "config.h"
@@ -252,15 +253,53 @@ static int conf_rpc(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
     return conf_str_default(&c->rpc.listen, RPC_DEFAULT_LISTEN, err);
 }
 
+static const char *const conf_log_modes[] = {"development", "production", "raw", "off", "none",
+                                             NULL};
+static const char *const conf_log_levels[] = {"debug",  "info",  "warn",  "error",
+                                              "dpanic", "panic", "fatal", NULL};
+
+/* logs.channels.<logger>: raw values; log.c fills the gaps from the root (see log.h). */
+static int conf_log_channels(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    const fl_cnode_t *chs = NULL;
+    if (fl_cget_map(sec, "channels", &chs, err) < 0 || !chs)
+        return 0;
+    c->logs.channels = calloc(chs->n ? chs->n : 1, sizeof(*c->logs.channels));
+    if (!c->logs.channels)
+        return conf_oom(err);
+    for (size_t i = 0; i < chs->n; i++) {
+        struct fl_conf_log_channel *ch = &c->logs.channels[c->logs.nchannels++];
+        const fl_cnode_t *n = chs->items[i];
+        if (!(ch->name = strdup(n->key)))
+            return conf_oom(err);
+        if (fl_cget_map(chs, n->key, &n, err) < 0 || fl_cget_str(n, "mode", &ch->mode, err) < 0 ||
+            fl_cget_str(n, "level", &ch->level, err) < 0 ||
+            fl_cget_str(n, "encoding", &ch->encoding, err) < 0 ||
+            fl_cget_strlist(n, "output", &ch->output, &ch->noutput, err) < 0 ||
+            fl_cget_strlist(n, "err_output", &ch->err_output, &ch->nerr_output, err) < 0)
+            return -1;
+        conf_lower(ch->mode);
+        conf_lower(ch->level);
+        conf_lower(ch->encoding);
+        if (ch->mode && !conf_in_set(ch->mode, conf_log_modes))
+            ch->mode[0] = '\0';
+        if (ch->level && !conf_in_set(ch->level, conf_log_levels)) {
+            free(ch->level);
+            ch->level = NULL;
+        }
+    }
+    return 0;
+}
+
 static int conf_logs(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
 {
-    static const char *const modes[] = {"development", "production", "raw", "off", "none", NULL};
-    static const char *const levels[] = {"debug",  "info",  "warn",  "error",
-                                         "dpanic", "panic", "fatal", NULL};
+    const char *const *modes = conf_log_modes, *const *levels = conf_log_levels;
     if (fl_cget_str(sec, "mode", &c->logs.mode, err) < 0 ||
         fl_cget_str(sec, "level", &c->logs.level, err) < 0 ||
         fl_cget_str(sec, "encoding", &c->logs.encoding, err) < 0 ||
-        fl_cget_strlist(sec, "output", &c->logs.output, &c->logs.noutput, err) < 0)
+        fl_cget_strlist(sec, "output", &c->logs.output, &c->logs.noutput, err) < 0 ||
+        fl_cget_strlist(sec, "err_output", &c->logs.err_output, &c->logs.nerr_output, err) < 0 ||
+        conf_log_channels(c, sec, err) < 0)
         return -1;
     conf_lower(c->logs.mode);
     conf_lower(c->logs.level);
@@ -310,13 +349,122 @@ static int conf_http_checks(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *
 #define HTTP_FIELD(path, kind, member) {path, kind, offsetof(fl_conf_t, http.member), 0}
 /* clang-format on */
 
+/* clang-format off */
+#define HTTP_LIST(path, member, count)                                                           \
+    {path, FL_CF_STRLIST, offsetof(fl_conf_t, http.member), offsetof(fl_conf_t, http.count)}
+/* clang-format on */
+
 static const fl_cfield_t http_fields[] = {
     HTTP_FIELD("address", FL_CF_STR, address),
     HTTP_FIELD("internal_error_code", FL_CF_INT, internal_error_code),
     HTTP_FIELD("max_request_size", FL_CF_SIZE_MB, max_request_size),
     HTTP_FIELD("raw_body", FL_CF_BOOL, raw_body),
     HTTP_FIELD("access_logs", FL_CF_BOOL, access_logs),
+    HTTP_LIST("middleware", middleware, nmiddleware),
+    HTTP_LIST("trusted_subnets", trusted_subnets, ntrusted_subnets),
+    HTTP_FIELD("uploads.dir", FL_CF_STR, uploads.dir),
+    HTTP_LIST("uploads.forbid", uploads.forbid, uploads.nforbid),
+    HTTP_LIST("uploads.allow", uploads.allow, uploads.nallow),
+    HTTP_FIELD("ssl.address", FL_CF_STR, ssl.address),
+    HTTP_FIELD("ssl.redirect", FL_CF_BOOL, ssl.redirect),
+    HTTP_FIELD("ssl.cert", FL_CF_STR, ssl.cert),
+    HTTP_FIELD("ssl.key", FL_CF_STR, ssl.key),
+    HTTP_FIELD("ssl.root_ca", FL_CF_STR, ssl.root_ca),
+    HTTP_FIELD("read_header_timeout", FL_CF_DURATION_MS, read_header_timeout_ms),
+    HTTP_FIELD("read_timeout", FL_CF_DURATION_MS, read_timeout_ms),
+    HTTP_FIELD("write_timeout", FL_CF_DURATION_MS, write_timeout_ms),
+    HTTP_FIELD("idle_timeout", FL_CF_DURATION_MS, idle_timeout_ms),
 };
+
+/* A CIDR as net.ParseCIDR accepts it: an IPv4 or IPv6 address, '/', a prefix length that fits. */
+static bool conf_cidr_ok(const char *s)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s || (size_t)(slash - s) >= INET6_ADDRSTRLEN || !slash[1])
+        return false;
+    char addr[INET6_ADDRSTRLEN];
+    memcpy(addr, s, (size_t)(slash - s));
+    addr[slash - s] = '\0';
+    unsigned char bin[16];
+    int max = inet_pton(AF_INET, addr, bin) == 1 ? 32 : inet_pton(AF_INET6, addr, bin) == 1 ? 128 : -1;
+    char *end;
+    long bits = strtol(slash + 1, &end, 10);
+    return max > 0 && *end == '\0' && isdigit((unsigned char)slash[1]) && bits >= 0 && bits <= max;
+}
+
+/* Extension lists are compared lower-cased, as RoadRunner does with the file's extension. */
+static void conf_lower_list(char **list)
+{
+    for (; list && *list; list++)
+        conf_lower(*list);
+}
+
+static int conf_http_ssl(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    static const char *const auth[] = {"no_client_cert", "request_client_cert",
+                                       "require_any_client_cert", "verify_client_cert_if_given",
+                                       "require_and_verify_client_cert", NULL};
+    if (fl_cget_enum(sec, "ssl.client_auth_type", auth, &c->http.ssl.client_auth, err) < 0)
+        return -1;
+    c->http.ssl.enabled = (c->http.ssl.cert && *c->http.ssl.cert) ||
+                          (c->http.ssl.key && *c->http.ssl.key);
+    if (!c->http.ssl.enabled)
+        return 0;
+    if (conf_str_default(&c->http.ssl.address, "127.0.0.1:443", err) < 0)
+        return -1;
+    const char *colon = strrchr(c->http.ssl.address, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || !end || *end || port < 1 || port > 65535)
+        return fl_cnode_error_value(fl_cnode_get(sec, "ssl.address"), err,
+                                    "malformed ssl address, expected host:port");
+    c->http.ssl.port = (unsigned)port;
+    const char *files[][2] = {{"cert", c->http.ssl.cert ? c->http.ssl.cert : ""},
+                              {"key", c->http.ssl.key ? c->http.ssl.key : ""},
+                              {"root_ca", c->http.ssl.root_ca}};
+    for (size_t i = 0; i < FL_ARRAY_SIZE(files); i++) {
+        if (!files[i][1] || (i == 2 && !*files[i][1]) || access(files[i][1], R_OK) == 0)
+            continue;
+        char path[32];
+        snprintf(path, sizeof(path), "ssl.%s", files[i][0]);
+        const fl_cnode_t *n = fl_cnode_get(sec, path);
+        if (n)
+            return fl_cnode_error(n, err, "%s file '%.500s' does not exist or is not readable",
+                                  files[i][0], files[i][1]);
+        return fl_conf_error(err, "http.ssl.%s: %s file is required with TLS", files[i][0],
+                             files[i][0]);
+    }
+    return 0;
+}
+
+/* forkline's own timeouts: absent or 0 means the default, never "no timeout". */
+static void conf_http_timeouts(fl_conf_t *c)
+{
+    int64_t *t[] = {&c->http.read_header_timeout_ms, &c->http.read_timeout_ms,
+                    &c->http.write_timeout_ms, &c->http.idle_timeout_ms};
+    static const int64_t def[] = {60000, 60000, 60000, 75000};
+    for (size_t i = 0; i < FL_ARRAY_SIZE(t); i++)
+        if (*t[i] <= 0)
+            *t[i] = def[i];
+}
+
+static int conf_http_extras(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    for (size_t i = 0; i < c->http.ntrusted_subnets; i++) {
+        if (conf_cidr_ok(c->http.trusted_subnets[i]))
+            continue;
+        return fl_cnode_error(fl_cnode_get(sec, "trusted_subnets"), err,
+                              "invalid CIDR address: %.200s", c->http.trusted_subnets[i]);
+    }
+    conf_lower_list(c->http.uploads.forbid);
+    conf_lower_list(c->http.uploads.allow);
+    if (c->http.uploads.dir && !*c->http.uploads.dir) {
+        free(c->http.uploads.dir);
+        c->http.uploads.dir = NULL;
+    }
+    conf_http_timeouts(c);
+    return conf_http_ssl(c, sec, err);
+}
 
 static int conf_http(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
 {
@@ -328,6 +476,8 @@ static int conf_http(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
         fl_cget_enum(sec, "codec", codecs, &c->http.codec, err) < 0 ||
         fl_cget_map(sec, "pool", &pool, err) < 0 ||
         fl_pool_conf_decode(&c->http.pool, pool, err) < 0)
+        return -1;
+    if (conf_http_extras(c, sec, err) < 0)
         return -1;
     return conf_http_checks(c, sec, err);
 }
@@ -350,6 +500,14 @@ static int conf_reactors(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *er
     return 0;
 }
 
+/* forkline's own top-level key: `cpu_affinity: auto|on|off` (auto when absent). */
+static int conf_cpu_affinity(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
+{
+    static const char *const modes[] = {"auto", "on", "off", NULL}; /* index = FL_AFFINITY_* */
+    c->cpu_affinity = FL_AFFINITY_AUTO;
+    return fl_cget_enum(root, "cpu_affinity", modes, &c->cpu_affinity, err);
+}
+
 typedef int (*conf_section_fn)(fl_conf_t *c, const fl_cnode_t *section, fl_conf_err_t *err);
 
 /* Each decoder is called even when its section is absent (section NULL) so it can set defaults. */
@@ -365,7 +523,7 @@ static const struct {
 
 static int conf_decode_sections(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
 {
-    if (conf_reactors(c, root, err) < 0)
+    if (conf_reactors(c, root, err) < 0 || conf_cpu_affinity(c, root, err) < 0)
         return -1;
     for (size_t i = 0; i < FL_ARRAY_SIZE(conf_sections); i++) {
         const fl_cnode_t *sec;
@@ -581,7 +739,27 @@ void fl_conf_free(fl_conf_t *c)
     free(c->logs.level);
     free(c->logs.encoding);
     fl_strlist_free(c->logs.output);
+    fl_strlist_free(c->logs.err_output);
+    for (size_t i = 0; i < c->logs.nchannels; i++) {
+        struct fl_conf_log_channel *ch = &c->logs.channels[i];
+        free(ch->name);
+        free(ch->mode);
+        free(ch->level);
+        free(ch->encoding);
+        fl_strlist_free(ch->output);
+        fl_strlist_free(ch->err_output);
+    }
+    free(c->logs.channels);
     free(c->http.address);
+    fl_strlist_free(c->http.middleware);
+    fl_strlist_free(c->http.trusted_subnets);
+    free(c->http.uploads.dir);
+    fl_strlist_free(c->http.uploads.forbid);
+    fl_strlist_free(c->http.uploads.allow);
+    free(c->http.ssl.address);
+    free(c->http.ssl.cert);
+    free(c->http.ssl.key);
+    free(c->http.ssl.root_ca);
     fl_pool_conf_free(&c->http.pool);
     memset(c, 0, sizeof(*c));
 }

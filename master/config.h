@@ -12,6 +12,17 @@
 
 /* http.codec: how the HTTP request context is encoded for PHP. */
 enum { FL_CODEC_PROTO = 0, FL_CODEC_JSON = 1 };
+/* http.ssl.client_auth_type, in RoadRunner's order. */
+enum {
+    FL_CLIENT_AUTH_NONE = 0,    /* no_client_cert */
+    FL_CLIENT_AUTH_REQUEST,     /* request_client_cert */
+    FL_CLIENT_AUTH_REQUIRE_ANY, /* require_any_client_cert */
+    FL_CLIENT_AUTH_VERIFY_IF_GIVEN, /* verify_client_cert_if_given */
+    FL_CLIENT_AUTH_REQUIRE_VERIFY,  /* require_and_verify_client_cert */
+};
+
+/* cpu_affinity: pin reactor i and its PHP workers to one core (see master.c pin_reactor). */
+enum { FL_AFFINITY_AUTO = 0, FL_AFFINITY_ON = 1, FL_AFFINITY_OFF = 2 };
 
 typedef struct {
     char **argv; /* NULL-terminated */
@@ -34,6 +45,7 @@ typedef struct fl_conf {
     char *path; /* absolute config path, or NULL when no file */
     char *version;
     unsigned reactors; /* forkline key `reactors: auto|N`; 0 = auto */
+    int cpu_affinity;  /* forkline key `cpu_affinity: auto|on|off`: FL_AFFINITY_* */
     struct {
         fl_argv_t command;
         char *relay; /* "pipes" by default */
@@ -52,6 +64,15 @@ typedef struct fl_conf {
         char *encoding; /* console | json; default json in production mode, console otherwise */
         char **output;  /* NULL-terminated; default {"stderr"} */
         size_t noutput;
+        char **err_output; /* NULL-terminated; default {"stderr"} */
+        size_t nerr_output;
+        /* logs.channels.<logger>: the same keys, each NULL / empty when not given there */
+        struct fl_conf_log_channel {
+            char *name, *mode, *level, *encoding;
+            char **output, **err_output;
+            size_t noutput, nerr_output;
+        } *channels;
+        size_t nchannels;
     } logs;
     struct {
         bool enabled;              /* the http section exists */
@@ -61,6 +82,28 @@ typedef struct fl_conf {
         uint64_t max_request_size; /* bytes; MB in config, 0/absent → 1000 MB */
         bool raw_body, access_logs;
         int codec; /* http.codec: "proto" (FL_CODEC_PROTO, default) | "json" */
+        char **middleware; /* NULL-terminated names, as listed */
+        size_t nmiddleware;
+        char **trusted_subnets; /* CIDRs, validated; used when proxy_ip_parser is listed */
+        size_t ntrusted_subnets;
+        struct {
+            char *dir; /* NULL = the OS temp dir */
+            char **forbid, **allow; /* ".php" style, lower-cased */
+            size_t nforbid, nallow;
+        } uploads;
+        struct {
+            bool enabled;  /* cert or key set */
+            char *address; /* default 127.0.0.1:443 */
+            unsigned port; /* from address, for the redirect */
+            bool redirect; /* plain listener answers 308 to https */
+            char *cert, *key, *root_ca;
+            int client_auth; /* FL_CLIENT_AUTH_* */
+        } ssl;
+        /* forkline's own server timeouts (RoadRunner hard-codes its own) */
+        int64_t read_header_timeout_ms; /* whole request head: 60s (slowloris) */
+        int64_t read_timeout_ms;        /* body: longest pause between reads, 60s */
+        int64_t write_timeout_ms;       /* longest pause while the client does not read, 60s */
+        int64_t idle_timeout_ms;        /* keep-alive wait for the next request, 75s */
         fl_pool_conf_t pool;
     } http;
     struct {

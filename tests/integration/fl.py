@@ -59,7 +59,7 @@ class Server:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError("forkline exited %s:\n%s" % (self.proc.returncode, self.output()))
-            if "ready:" in self.output():
+            if " ready: http" in self.output():
                 return
             time.sleep(0.05)
         raise AssertionError("forkline not ready in %ss:\n%s" % (timeout, self.output()))
