@@ -200,9 +200,9 @@ fail:
 /* ------------------------------------------------------------------------------------------- */
 /* sections                                                                                      */
 
-/* server.env: keys upper-cased, values expanded again with the plain $VAR syntax (no ":-"), as
- * the server plugin does when it builds the worker environment. */
-static int conf_server_env(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+/* An env map (server.env, server.on_init.env): keys upper-cased, values expanded again with the
+ * plain $VAR syntax (no ":-"), as the server plugin does when it builds the worker environment. */
+static int conf_env_map(const fl_cnode_t *sec, char ***out, size_t *nout, fl_conf_err_t *err)
 {
     const fl_cnode_t *env;
     if (fl_cget_map(sec, "env", &env, err) < 0)
@@ -221,7 +221,7 @@ static int conf_server_env(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *e
             for (char *k = b.data; *k != '='; k++)
                 *k = (char)toupper((unsigned char)*k);
         }
-        if (rc < 0 || conf_strv_push(&c->server.env, &c->server.nenv, b.data) < 0) {
+        if (rc < 0 || conf_strv_push(out, nout, b.data) < 0) {
             fl_buf_free(&b);
             return conf_oom(err);
         }
@@ -229,16 +229,49 @@ static int conf_server_env(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *e
     return 0;
 }
 
+static void conf_empty_null(char **s)
+{
+    if (*s && !**s) {
+        free(*s);
+        *s = NULL;
+    }
+}
+
+/* server.on_init: a command the master runs once before the workers start. */
+static int conf_on_init(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    const fl_cnode_t *oi = NULL;
+    if (fl_cget_map(sec, "on_init", &oi, err) < 0)
+        return -1;
+    c->server.on_init.exec_timeout_ms = POOL_TIMEOUT_MS;
+    if (!oi)
+        return 0;
+    c->server.on_init.enabled = true;
+    if (fl_conf_get_argv(oi, "command", &c->server.on_init.command, err) < 0 ||
+        fl_cget_duration_ms(oi, "exec_timeout", &c->server.on_init.exec_timeout_ms, err) < 0 ||
+        fl_cget_bool(oi, "exit_on_error", &c->server.on_init.exit_on_error, err) < 0 ||
+        fl_cget_str(oi, "user", &c->server.on_init.user, err) < 0 ||
+        conf_env_map(oi, &c->server.on_init.env, &c->server.on_init.nenv, err) < 0)
+        return -1;
+    conf_empty_null(&c->server.on_init.user);
+    if (c->server.on_init.exec_timeout_ms == 0)
+        c->server.on_init.exec_timeout_ms = POOL_TIMEOUT_MS;
+    if (c->server.on_init.command.argc == 0 || !*c->server.on_init.command.argv[0])
+        return fl_cnode_error(fl_cnode_get(oi, "command") ? fl_cnode_get(oi, "command") : oi,
+                              err, "the on_init command should not be empty");
+    return 0;
+}
+
 static int conf_server(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
 {
     if (fl_conf_get_argv(sec, "command", &c->server.command, err) < 0 ||
         fl_cget_str(sec, "relay", &c->server.relay, err) < 0 ||
-        fl_cget_str(sec, "user", &c->server.user, err) < 0 || conf_server_env(c, sec, err) < 0)
+        fl_cget_str(sec, "user", &c->server.user, err) < 0 ||
+        fl_cget_str(sec, "group", &c->server.group, err) < 0 ||
+        conf_env_map(sec, &c->server.env, &c->server.nenv, err) < 0 || conf_on_init(c, sec, err) < 0)
         return -1;
-    if (c->server.user && !*c->server.user) {
-        free(c->server.user);
-        c->server.user = NULL;
-    }
+    conf_empty_null(&c->server.user);
+    conf_empty_null(&c->server.group);
     return conf_str_default(&c->server.relay, "pipes", err);
 }
 
@@ -466,6 +499,101 @@ static int conf_http_extras(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *
     return conf_http_ssl(c, sec, err);
 }
 
+/* ---- http.static ---- */
+
+/* clang-format off */
+#define STATIC_FIELD(path, kind, member)                                                         \
+    {path, kind, offsetof(fl_conf_t, http.static_files.member), 0}
+#define STATIC_LIST(path, member, count)                                                         \
+    {path, FL_CF_STRLIST, offsetof(fl_conf_t, http.static_files.member),                          \
+     offsetof(fl_conf_t, http.static_files.count)}
+/* clang-format on */
+
+static const fl_cfield_t static_fields[] = {
+    STATIC_FIELD("static.dir", FL_CF_STR, dir),
+    STATIC_LIST("static.forbid", forbid, nforbid),
+    STATIC_LIST("static.allow", allow, nallow),
+    STATIC_FIELD("static.calculate_etag", FL_CF_BOOL, calculate_etag),
+    STATIC_FIELD("static.weak", FL_CF_BOOL, weak),
+};
+
+/* The tree lower-cased the keys; Go writes header names as textproto.CanonicalMIMEHeaderKey. */
+static void conf_canonical_header(char *s)
+{
+    for (bool up = true; *s; s++) {
+        *s = (char)(up ? toupper((unsigned char)*s) : tolower((unsigned char)*s));
+        up = *s == '-';
+    }
+}
+
+/* A map of header name → value, flattened to name, value, ..., NULL. */
+static int conf_header_map(const fl_cnode_t *sec, const char *path, char ***dst, fl_conf_err_t *err)
+{
+    const fl_cnode_t *m = NULL;
+    if (fl_cget_map(sec, path, &m, err) < 0)
+        return -1;
+    size_t n = 0;
+    if (!m)
+        return 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const fl_cnode_t *it = m->items[i];
+        char *val = NULL;
+        if (it->type != FL_CNODE_SCALAR)
+            return fl_cnode_error(it, err, "expected a header value (a string)");
+        if (it->kind != FL_CSCALAR_NULL && !(val = strdup(it->value)))
+            return conf_oom(err);
+        if (!*it->key || strpbrk(it->key, " \t\r\n:()<>@,;\\\"/[]?={}") ||
+            (val && strpbrk(val, "\r\n"))) {
+            free(val);
+            return fl_cnode_error(it, err, "not a valid header name or value");
+        }
+        char *name = strdup(it->key);
+        if (name)
+            conf_canonical_header(name);
+        if (conf_strv_push(dst, &n, name) < 0 ||
+            conf_strv_push(dst, &n, val ? val : strdup("")) < 0) {
+            free(val);
+            return conf_oom(err);
+        }
+    }
+    return 0;
+}
+
+/* The section may exist without "static" in middleware: then it is checked but not used. */
+static int conf_http_static(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    const fl_cnode_t *st = NULL;
+    if (fl_cget_map(sec, "static", &st, err) < 0)
+        return -1;
+    if (!st)
+        return 0;
+    c->http.static_files.section = true;
+    for (size_t i = 0; i < c->http.nmiddleware; i++)
+        if (strcmp(c->http.middleware[i], "static") == 0)
+            c->http.static_files.enabled = true;
+    if (fl_cget_fields(sec, c, static_fields, FL_ARRAY_SIZE(static_fields), err) < 0 ||
+        conf_header_map(st, "request", &c->http.static_files.request, err) < 0 ||
+        conf_header_map(st, "response", &c->http.static_files.response, err) < 0)
+        return -1;
+    conf_lower_list(c->http.static_files.forbid);
+    conf_lower_list(c->http.static_files.allow);
+    char **dir = &c->http.static_files.dir;
+    if (!*dir || !**dir)
+        return fl_cnode_error(st, err, "dir is required");
+    /* That it is a directory is checked when a generation starts (master.c gen_new), not here:
+     * loading a config never depends on the file system (Octane's overrides name paths of the
+     * machine the app runs on). */
+    char cwd[PATH_MAX];
+    if (**dir != '/' && getcwd(cwd, sizeof(cwd))) { /* reactors must not depend on the cwd */
+        char *abs = NULL;
+        if (asprintf(&abs, "%s/%s", cwd, *dir) < 0)
+            return conf_oom(err);
+        free(*dir);
+        *dir = abs;
+    }
+    return 0;
+}
+
 static int conf_http(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
 {
     static const char *const codecs[] = {"proto", "json", NULL}; /* index = FL_CODEC_* */
@@ -477,7 +605,7 @@ static int conf_http(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
         fl_cget_map(sec, "pool", &pool, err) < 0 ||
         fl_pool_conf_decode(&c->http.pool, pool, err) < 0)
         return -1;
-    if (conf_http_extras(c, sec, err) < 0)
+    if (conf_http_extras(c, sec, err) < 0 || conf_http_static(c, sec, err) < 0)
         return -1;
     return conf_http_checks(c, sec, err);
 }
@@ -531,7 +659,7 @@ static int conf_decode_sections(fl_conf_t *c, const fl_cnode_t *root, fl_conf_er
             conf_sections[i].decode(c, sec, err) < 0)
             return -1;
     }
-    return 0;
+    return fl_conf_services(c, root, err); /* kv, metrics, status: svcconf.c */
 }
 
 /* The server plugin refuses to start without a command, and http cannot run without the server
@@ -734,6 +862,10 @@ void fl_conf_free(fl_conf_t *c)
     free(c->server.relay);
     fl_strlist_free(c->server.env);
     free(c->server.user);
+    free(c->server.group);
+    fl_argv_free(&c->server.on_init.command);
+    fl_strlist_free(c->server.on_init.env);
+    free(c->server.on_init.user);
     free(c->rpc.listen);
     free(c->logs.mode);
     free(c->logs.level);
@@ -756,10 +888,16 @@ void fl_conf_free(fl_conf_t *c)
     free(c->http.uploads.dir);
     fl_strlist_free(c->http.uploads.forbid);
     fl_strlist_free(c->http.uploads.allow);
+    free(c->http.static_files.dir);
+    fl_strlist_free(c->http.static_files.forbid);
+    fl_strlist_free(c->http.static_files.allow);
+    fl_strlist_free(c->http.static_files.request);
+    fl_strlist_free(c->http.static_files.response);
     free(c->http.ssl.address);
     free(c->http.ssl.cert);
     free(c->http.ssl.key);
     free(c->http.ssl.root_ca);
     fl_pool_conf_free(&c->http.pool);
+    fl_conf_services_free(c);
     memset(c, 0, sizeof(*c));
 }

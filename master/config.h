@@ -51,7 +51,17 @@ typedef struct fl_conf {
         char *relay; /* "pipes" by default */
         char **env;  /* "KEY=VALUE", KEY upper-cased, VALUE $VAR-expanded; NULL-terminated */
         size_t nenv;
-        char *user; /* NULL = current user */
+        char *user;  /* NULL = current user */
+        char *group; /* NULL = the user's primary group */
+        struct {
+            bool enabled; /* the on_init section exists (then command is required) */
+            fl_argv_t command;
+            int64_t exec_timeout_ms; /* 60000 */
+            bool exit_on_error;
+            char **env; /* like server.env: "KEY=VALUE", KEY upper-cased; NULL-terminated */
+            size_t nenv;
+            char *user; /* NULL = as the master */
+        } on_init;
     } server;
     struct {
         bool enabled; /* the rpc section exists */
@@ -92,6 +102,15 @@ typedef struct fl_conf {
             size_t nforbid, nallow;
         } uploads;
         struct {
+            bool section; /* http.static exists */
+            bool enabled; /* ... and "static" is in middleware (RoadRunner's rule) */
+            char *dir;    /* made absolute; must be a directory */
+            char **forbid, **allow; /* lower-cased */
+            size_t nforbid, nallow;
+            bool calculate_etag, weak;
+            char **request, **response; /* name, value, ..., NULL; names canonical (X-Foo) */
+        } static_files;
+        struct {
             bool enabled;  /* cert or key set */
             char *address; /* default 127.0.0.1:443 */
             unsigned port; /* from address, for the redirect */
@@ -109,6 +128,39 @@ typedef struct fl_conf {
     struct {
         int64_t grace_period_ms; /* 30000 default; read without env expansion or -o (§2.14) */
     } endure;
+    /* The master's services (decoded in svcconf.c; kv.c, metrics.c, status.c use them). */
+    struct {
+        struct fl_conf_kv {
+            char *name, *driver; /* driver: "memory" | "redis" */
+            char **addrs;        /* redis: host:port list (default localhost:6379) */
+            size_t naddrs;
+            char *username, *password;
+            int db;
+            int64_t dial_timeout_ms, read_timeout_ms, write_timeout_ms; /* 5s, 3s, 3s */
+            char *tls_root_ca, *tls_cert, *tls_key; /* tls.* (any set = TLS) */
+        } *storages;
+        size_t n;
+    } kv;
+    struct {
+        bool enabled;  /* the metrics section exists */
+        char *address; /* 127.0.0.1:2112 */
+        struct fl_conf_collector {
+            char *name, *type, *help, *namespace_, *subsystem;
+            char **labels;
+            size_t nlabels;
+            double *buckets; /* histogram */
+            size_t nbuckets;
+            double *objectives; /* summary: quantile, error, quantile, error, ... */
+            size_t nobjectives; /* pairs */
+        } *collect;
+        size_t ncollect;
+    } metrics;
+    struct {
+        bool enabled;                /* the status section exists */
+        char *address;               /* required when enabled */
+        int unavailable_status_code; /* 503 */
+        int64_t check_timeout_ms;    /* 60 s */
+    } status;
 } fl_conf_t;
 
 /* path may be NULL (no file: empty config + overrides). Returns 0 or -1 with err->msg like
@@ -131,5 +183,10 @@ void fl_pool_conf_free(fl_pool_conf_t *p);
  * spaces, as v2025 does (two spaces give an empty argument). Absent: argv left untouched. */
 int fl_conf_get_argv(const fl_cnode_t *base, const char *path, fl_argv_t *argv, fl_conf_err_t *err);
 void fl_argv_free(fl_argv_t *argv);
+
+/* kv, metrics and status sections (svcconf.c); root is the whole tree (kv falls back to a root
+ * section named like the storage). */
+int fl_conf_services(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err);
+void fl_conf_services_free(fl_conf_t *c);
 
 #endif

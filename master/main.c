@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "fl.h"
 #include "log.h"
 #include "master.h"
@@ -21,9 +22,12 @@ typedef struct {
     const char *workdir;
     char **overrides;
     size_t noverrides;
-    bool silent, pidfile, force, test, version, help, debug, experimental;
+    bool silent, pidfile, force, test, version, help, debug, experimental, interactive;
     const char *dotenv;
     const char *command;
+    char **args; /* positional arguments after the command (plugin names) */
+    size_t nargs;
+    const char *jobs_mode, *jobs_arg; /* jobs --list | --pause|--resume|--destroy p1,p2 */
 } fl_cli_t;
 
 static const char *progname = "forkline";
@@ -34,19 +38,28 @@ static void usage(FILE *out)
             "Usage: %s [flags] <command>\n"
             "\n"
             "Commands:\n"
-            "  serve        start the server (master, reactors, PHP workers)\n"
-            "  stop         stop the server whose pid is in ./.pid (see -p)\n"
-            "  reload       validate the config, SIGHUP the server in ./.pid, wait for the outcome\n"
+            "  serve              start the server (master, reactors, PHP workers)\n"
+            "  stop               stop the server whose pid is in ./.pid (see -p)\n"
+            "  reload             validate the config, SIGHUP the server in ./.pid, wait for the "
+            "outcome\n"
+            "  reset [plugin...]  restart the PHP workers (all plugins by default), over RPC\n"
+            "  workers [-i] [plugin...]  show the PHP workers (-i: refresh every second)\n"
+            "  jobs --list | --pause p1,p2 | --resume p1,p2 | --destroy p1,p2\n"
+            "\n"
+            "reset, workers and jobs reach the server at rpc.listen of the config (and -o).\n"
+            "Installed as `rr` (a symlink), the binary answers like RoadRunner's CLI.\n"
             "\n"
             "Flags (accepted before or after the command):\n"
             "  -c, --config FILE     configuration file (default .rr.yaml)\n"
             "  -w, --WorkDir DIR     working directory (default: the config file's directory)\n"
             "  -o, --override k=v    override a config value; repeatable; a,b,c makes a list\n"
             "  -t, --test            check the configuration and exit 0 (valid) or 1\n"
-            "  -s, --silent          no start-up banner\n"
+            "  -s, --silent          no start-up banner, no reset/stop messages\n"
             "  -p, --pid             write .pid with the master's pid\n"
             "  -f, --force           stop: force (second SIGTERM after 1 s)\n"
-            "  -e, --enable-experimental, -d, --debug, --dotenv FILE   accepted\n"
+            "  -i, --interactive     workers: redraw every second until Ctrl-C\n"
+            "      --dotenv FILE     load environment variables (DOTENV_PATH wins)\n"
+            "  -e, --enable-experimental, -d, --debug   accepted\n"
             "  -v, --version         print the version\n"
             "  -h, --help            this text\n",
             progname);
@@ -79,6 +92,7 @@ static void parse_cli(fl_cli_t *cli, int argc, char **argv)
 {
     cli->config = ".rr.yaml";
     cli->overrides = calloc((size_t)argc + 1, sizeof(char *));
+    cli->args = calloc((size_t)argc + 1, sizeof(char *));
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (flag_value(argc, argv, &i, a, "-c", "--config", &v)) {
@@ -102,6 +116,16 @@ static void parse_cli(fl_cli_t *cli, int argc, char **argv)
             cli->experimental = true;
         } else if (!strcmp(a, "-d") || !strcmp(a, "--debug")) {
             cli->debug = true;
+        } else if (!strcmp(a, "-i") || !strcmp(a, "--interactive")) {
+            cli->interactive = true;
+        } else if (!strcmp(a, "--list") || !strcmp(a, "-l")) {
+            cli->jobs_mode = "list";
+        } else if (flag_value(argc, argv, &i, a, "--pause", "--pause", &v)) {
+            cli->jobs_mode = "pause", cli->jobs_arg = v;
+        } else if (flag_value(argc, argv, &i, a, "--resume", "--resume", &v)) {
+            cli->jobs_mode = "resume", cli->jobs_arg = v;
+        } else if (flag_value(argc, argv, &i, a, "--destroy", "--destroy", &v)) {
+            cli->jobs_mode = "destroy", cli->jobs_arg = v;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--version")) {
             cli->version = true;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "help")) {
@@ -113,8 +137,7 @@ static void parse_cli(fl_cli_t *cli, int argc, char **argv)
         } else if (!cli->command) {
             cli->command = a;
         } else {
-            fprintf(stderr, "%s: unexpected argument: %s\n", progname, a);
-            exit(1);
+            cli->args[cli->nargs++] = (char *)a; /* reset http jobs, workers http */
         }
     }
 }
@@ -228,6 +251,106 @@ static int cmd_stop(const fl_cli_t *cli)
     return 0;
 }
 
+/* Spec §1.1 step 2: DOTENV_PATH wins over --dotenv; variables already set are kept (godotenv's
+ * Load). Lines: KEY=VALUE, optional `export `, '#' comments, '...' literal, "..." with \n. */
+static int load_dotenv(const char *flag)
+{
+    const char *path = getenv("DOTENV_PATH");
+    if (!path || !*path)
+        path = flag;
+    if (!path || !*path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "%s: dotenv %s: %s\n", progname, path, strerror(errno));
+        return -1;
+    }
+    char line[8192];
+    while (fgets(line, sizeof(line), f)) {
+        char *k = line + strspn(line, " \t");
+        if (strncmp(k, "export ", 7) == 0)
+            k += 7 + strspn(k + 7, " \t");
+        char *eq = strchr(k, '=');
+        if (*k == '#' || !eq)
+            continue;
+        char *ke = eq;
+        while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t'))
+            ke--;
+        *ke = 0;
+        char *v = eq + 1 + strspn(eq + 1, " \t");
+        v[strcspn(v, "\r\n")] = 0;
+        char q = *v;
+        if ((q == '"' || q == '\'') && strrchr(v + 1, q)) {
+            *strrchr(v + 1, q) = 0;
+            v++;
+            for (char *r = v, *w = v; q == '"'; r++) { /* unescape \n and \" */
+                if (r[0] == '\\' && (r[1] == 'n' || r[1] == '"' || r[1] == '\\'))
+                    *w++ = *++r == 'n' ? '\n' : *r;
+                else
+                    *w++ = *r;
+                if (!*r)
+                    break;
+            }
+        } else {
+            char *hash = strstr(v, " #"); /* an inline comment after an unquoted value */
+            if (hash)
+                *hash = 0;
+            for (size_t n = strlen(v); n && (v[n - 1] == ' ' || v[n - 1] == '\t'); n--)
+                v[n - 1] = 0;
+        }
+        if (*k)
+            setenv(k, v, 0);
+    }
+    fclose(f);
+    return 0;
+}
+
+/* reset / workers / jobs: RPC clients of the running server (ctl.c). */
+static int cmd_client(const fl_cli_t *cli, const char *abs)
+{
+    fl_ctl_opts_t o = {.config = abs[0] ? abs : NULL,
+                       .overrides = cli->overrides,
+                       .noverrides = cli->noverrides,
+                       .silent = cli->silent,
+                       .interactive = cli->interactive,
+                       .args = cli->args,
+                       .nargs = cli->nargs,
+                       .jobs_mode = cli->jobs_mode,
+                       .jobs_arg = cli->jobs_arg};
+    if (!strcmp(cli->command, "reset"))
+        return fl_ctl_reset(&o);
+    if (!strcmp(cli->command, "workers"))
+        return fl_ctl_workers(&o);
+    return fl_ctl_jobs(&o);
+}
+
+/* The logs section (spec §2.4) into the logger; every process forked later inherits it. */
+static int configure_logs(const fl_conf_t *c)
+{
+    fl_log_opts_t root = {.mode = c->logs.mode,
+                          .level = c->logs.level,
+                          .encoding = c->logs.encoding,
+                          .output = c->logs.output,
+                          .noutput = c->logs.noutput,
+                          .err_output = c->logs.err_output,
+                          .nerr_output = c->logs.nerr_output};
+    fl_log_channel_t *ch = calloc(c->logs.nchannels + 1, sizeof(*ch));
+    if (!ch)
+        return -1;
+    for (size_t i = 0; i < c->logs.nchannels; i++) {
+        const struct fl_conf_log_channel *k = &c->logs.channels[i];
+        ch[i] = (fl_log_channel_t){k->name,
+                                   {k->mode && *k->mode ? k->mode : NULL, k->level, k->encoding,
+                                    k->output, k->noutput, k->err_output, k->nerr_output}};
+    }
+    char err[600];
+    int rc = fl_log_configure(&root, ch, c->logs.nchannels, err, sizeof(err));
+    free(ch);
+    if (rc < 0)
+        fprintf(stderr, "%s\n", err);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     fl_proctitle_init(argc, argv);
@@ -249,16 +372,26 @@ int main(int argc, char **argv)
         rc = cli.help ? 0 : 1;
         goto out;
     }
-    if (cli.command && strcmp(cli.command, "serve") && strcmp(cli.command, "stop") &&
-        strcmp(cli.command, "reload")) {
+    static const char *const commands[] = {"serve", "stop", "reload", "reset", "workers", "jobs"};
+    bool known = !cli.command, client = false;
+    for (size_t i = 0; cli.command && i < FL_ARRAY_SIZE(commands); i++)
+        if (strcmp(cli.command, commands[i]) == 0)
+            known = true, client = i >= 3;
+    if (!known) {
         fprintf(stderr, "%s: unknown command: %s\n", progname, cli.command);
+        usage(stderr);
+        rc = 1;
+        goto out;
+    }
+    if (cli.nargs && !client) {
+        fprintf(stderr, "%s: unexpected argument: %s\n", progname, cli.args[0]);
         rc = 1;
         goto out;
     }
     char abs[PATH_MAX], orig_cwd[PATH_MAX];
     if (!getcwd(orig_cwd, sizeof(orig_cwd)))
         orig_cwd[0] = 0;
-    if (enter_workdir(&cli, abs, sizeof(abs)) < 0) {
+    if (enter_workdir(&cli, abs, sizeof(abs)) < 0 || load_dotenv(cli.dotenv) < 0) {
         rc = 1;
         goto out;
     }
@@ -270,10 +403,15 @@ int main(int argc, char **argv)
         rc = cmd_stop(&cli);
         goto out;
     }
+    if (client) {
+        rc = cmd_client(&cli, abs);
+        goto out;
+    }
     fl_conf_t conf = {0};
     fl_conf_err_t err;
     bool upgrading = getenv(FL_UPGRADE_ENV) && cli.command && !strcmp(cli.command, "serve");
-    bool loaded = fl_conf_load(&conf, abs[0] ? abs : NULL, cli.overrides, cli.noverrides, &err) == 0;
+    bool loaded =
+        fl_conf_load(&conf, abs[0] ? abs : NULL, cli.overrides, cli.noverrides, &err) == 0;
     if (!loaded) {
         fprintf(stderr, "%s\n", err.msg);
         rc = 1;
@@ -286,13 +424,11 @@ int main(int argc, char **argv)
         fl_conf_free(&conf);
         goto out;
     }
-    if (conf.logs.level) {
-        int lvl = fl_log_parse_level(conf.logs.level);
-        if (lvl >= 0)
-            fl_log_level = lvl;
+    if (loaded && configure_logs(&conf) < 0) {
+        fl_conf_free(&conf);
+        rc = 1;
+        goto out;
     }
-    if (conf.logs.mode && (!strcmp(conf.logs.mode, "off") || !strcmp(conf.logs.mode, "none")))
-        fl_log_level = FL_LOG_OFF;
     fl_master_flags_t mf = {.silent = cli.silent,
                             .pidfile = cli.pidfile,
                             .config_path = abs[0] ? abs : NULL,
@@ -303,5 +439,6 @@ int main(int argc, char **argv)
     rc = fl_master_run(loaded ? &conf : NULL, &mf);
 out:
     free(cli.overrides);
+    free(cli.args);
     return rc;
 }

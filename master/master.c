@@ -1,6 +1,9 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
+#include <poll.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,15 +11,19 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "ev.h"
+#include "informer.h"
 #include "log.h"
 #include "master.h"
 #include "proctitle.h"
 #include "reactor.h"
+#include "rpc.h"
 #include "sdnotify.h"
+#include "services.h"
 #include "spawn.h"
 
 extern char **environ;
@@ -46,13 +53,16 @@ struct fl_gen {
     unsigned id;
     fl_conf_t conf;
     char **envp;
-    int listen_fd;       /* borrowed from the master's listener table */
+    int listen_fd;       /* borrowed from the master's listener table; -1 = none */
+    int ssl_fd;          /* http.ssl listener, borrowed too; -1 = none */
+    fl_tls_ctx_t *tls;   /* http.ssl context, shared by its reactors (session tickets) */
     unsigned nreactors;
     fl_rslot_t *slots;
     int state;
     int64_t grace_ms;    /* endure.grace_period of its cycle */
     bool adopted;        /* inherited over a SIGUSR2 re-exec: no config, never respawned */
     fl_timer_id timer;   /* start-up deadline, then the retire deadline */
+    fl_spawn_cred_t cred; /* server.user / server.group for its PHP workers */
     fl_gen_t *next;
 };
 
@@ -226,7 +236,7 @@ static void listeners_gc(fl_master_t *m)
     for (unsigned i = 0; i < m->nlisteners;) {
         bool used = false;
         for (fl_gen_t *g = m->gens; g && !used; g = g->next)
-            used = g->listen_fd == m->listeners[i].fd;
+            used = g->listen_fd == m->listeners[i].fd || g->ssl_fd == m->listeners[i].fd;
         if (used) {
             i++;
             continue;
@@ -240,6 +250,39 @@ static void listeners_gc(fl_master_t *m)
 
 /* ---- reactors ---- */
 
+static bool has_middleware(const fl_conf_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->http.nmiddleware; i++)
+        if (strcmp(c->http.middleware[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* The HTTP front's own options: forms, uploads, proxies, TLS, timeouts. */
+static void fill_http_opts(fl_gen_t *g, fl_http_opts_t *h)
+{
+    const fl_conf_t *c = &g->conf;
+    h->read_header_timeout_ms = c->http.read_header_timeout_ms;
+    h->read_timeout_ms = c->http.read_timeout_ms;
+    h->write_timeout_ms = c->http.write_timeout_ms;
+    h->keepalive_timeout_ms = c->http.idle_timeout_ms;
+    h->raw_body = c->http.raw_body;
+    h->access_logs = c->http.access_logs;
+    h->uploads_dir = c->http.uploads.dir;
+    h->uploads_forbid = c->http.uploads.forbid;
+    h->uploads_allow = c->http.uploads.allow;
+    if (g->cred.set_ids) { /* temp files readable by workers that run as server.user */
+        h->uploads_uid = g->cred.uid;
+        h->uploads_gid = g->cred.gid;
+    }
+    /* RoadRunner reads trusted_subnets only through the proxy_ip_parser middleware */
+    if (has_middleware(c, "proxy_ip_parser"))
+        h->trusted_subnets = c->http.trusted_subnets;
+    h->tls = g->tls;
+    h->ssl_redirect = g->tls && c->http.ssl.redirect;
+    h->ssl_port = c->http.ssl.port;
+}
+
 static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_opts_t *o)
 {
     const fl_conf_t *c = &g->conf;
@@ -247,7 +290,9 @@ static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_o
     memset(o, 0, sizeof(*o));
     o->slot = slot;
     o->listen_fd = g->listen_fd;
+    o->ssl_listen_fd = g->ssl_fd;
     o->chan_fd = chan;
+    fill_http_opts(g, &o->http);
     o->pool.argv = pc->command.argc ? pc->command.argv : c->server.command.argv;
     o->pool.envp = g->envp;
     o->pool.num_workers = g->slots[slot].workers;
@@ -260,7 +305,26 @@ static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_o
     o->http.max_request_size = c->http.max_request_size;
     o->http.codec = c->http.codec == FL_CODEC_JSON ? 1 : 0;
     o->http.debug = pc->debug;
+    if (c->http.static_files.enabled)
+        o->http.static_files = (fl_static_opts_t){
+            .dir = c->http.static_files.dir,
+            .forbid = c->http.static_files.forbid,
+            .allow = c->http.static_files.allow,
+            .calculate_etag = c->http.static_files.calculate_etag,
+            .weak = c->http.static_files.weak,
+            .response = c->http.static_files.response,
+        };
     o->grace_period_ms = c->endure.grace_period_ms;
+    o->pool.reset_timeout_ms = pc->reset_timeout_ms;
+    o->pool.debug = pc->debug;
+    o->pool.watch_tick_ms = pc->supervisor ? pc->watch_tick_ms : 0;
+    o->pool.ttl_ms = pc->ttl_ms;
+    o->pool.idle_ttl_ms = pc->idle_ttl_ms;
+    o->pool.exec_ttl_ms = pc->exec_ttl_ms;
+    o->pool.max_worker_memory = pc->max_worker_memory;
+    o->pool.set_ids = g->cred.set_ids;
+    o->pool.uid = g->cred.uid;
+    o->pool.gid = g->cred.gid;
 }
 
 static void close_all_channels(fl_master_t *m)
@@ -293,7 +357,7 @@ static int spawn_reactor(fl_gen_t *g, unsigned slot)
         close(m->sigfd);
         /* Other generations' sockets are not this reactor's business. */
         for (unsigned i = 0; i < m->nlisteners; i++)
-            if (m->listeners[i].fd != g->listen_fd)
+            if (m->listeners[i].fd != g->listen_fd && m->listeners[i].fd != g->ssl_fd)
                 close(m->listeners[i].fd);
         pin_reactor(&g->conf, slot);
         fl_reactor_opts_t o;
@@ -373,16 +437,135 @@ static void gen_free(fl_master_t *m, fl_gen_t *g)
     }
     free_env(g->envp);
     fl_conf_free(&g->conf);
+    fl_tls_ctx_free(g->tls);
     free(g->slots);
     free(g);
     listeners_gc(m);
 }
 
+/* server.user / server.group → who the PHP workers run as (spec §2.2; the group, when given,
+ * replaces the user's primary group). Switching users needs root: anything else is an error. */
+static int resolve_cred(const char *user, const char *group, fl_spawn_cred_t *cred, char *err,
+                        size_t errlen)
+{
+    memset(cred, 0, sizeof(*cred));
+    if (!user && !group)
+        return 0;
+    struct passwd *pw = user ? getpwnam(user) : NULL;
+    if (user && !pw) {
+        snprintf(err, errlen, "server.user: no such user: %s", user);
+        return -1;
+    }
+    cred->uid = pw ? pw->pw_uid : geteuid();
+    cred->gid = pw ? pw->pw_gid : getegid();
+    if (group) {
+        struct group *gr = getgrnam(group);
+        if (!gr) {
+            snprintf(err, errlen, "server.group: no such group: %s", group);
+            return -1;
+        }
+        cred->gid = gr->gr_gid;
+    }
+    if (cred->uid == geteuid() && cred->gid == getegid())
+        return 0;
+    if (geteuid() != 0) {
+        snprintf(err, errlen, "server.user: running workers as %s needs root", user ? user : group);
+        return -1;
+    }
+    cred->set_ids = true;
+    return 0;
+}
+
+/* Logs the complete lines of b under "server" (all of it with flush) and keeps the rest. */
+static void log_output_lines(fl_buf_t *b, bool flush)
+{
+    size_t off = 0;
+    for (char *nl; (nl = memchr(b->data + off, '\n', b->len - off)); off = (size_t)(nl - b->data) + 1)
+        fl_logf(FL_LOG_INFO, "server", b->data + off, (size_t)(nl - b->data) - off, NULL, 0);
+    if (flush && off < b->len) {
+        fl_logf(FL_LOG_INFO, "server", b->data + off, b->len - off, NULL, 0);
+        off = b->len;
+    }
+    fl_buf_consume(b, off);
+}
+
+/* server.on_init: runs once, before the first workers start, bounded by exec_timeout; its
+ * stdout and stderr are logged. -1 only if it failed and exit_on_error is set. */
+static int run_on_init(const fl_conf_t *c)
+{
+    const char *cmd = c->server.on_init.command.argc ? c->server.on_init.command.argv[0] : NULL;
+    if (!c->server.on_init.enabled || !cmd)
+        return 0;
+    char err[600] = "";
+    fl_spawn_cred_t cred;
+    fl_spawned_t s;
+    int status = -1;
+    if (resolve_cred(c->server.on_init.user, NULL, &cred, err, sizeof(err)) == 0) {
+        char **env = NULL;
+        size_t n = 0;
+        for (char **e = environ; *e; e++)
+            env_put(&env, &n, *e);
+        for (size_t i = 0; i < c->server.on_init.nenv; i++)
+            env_put(&env, &n, c->server.on_init.env[i]);
+        int rc = fl_spawn_as(c->server.on_init.command.argv, env, &cred, &s, err, sizeof(err));
+        free_env(env);
+        if (rc == 0) {
+            fl_info("server.on_init: running %s (pid %d)", cmd, (int)s.pid);
+            shutdown(s.relay_fd, SHUT_WR); /* its stdin: EOF at once */
+            struct pollfd pf[2] = {{s.relay_fd, POLLIN, 0}, {s.err_fd, POLLIN, 0}};
+            fl_buf_t out[2] = {{0}, {0}};
+            int64_t deadline = fl_now_ms() + c->server.on_init.exec_timeout_ms;
+            while (status < 0 && fl_now_ms() < deadline) {
+                if (poll(pf, 2, pf[0].fd < 0 && pf[1].fd < 0 ? 10 : 100) < 0 && errno != EINTR)
+                    break;
+                for (int i = 0; i < 2; i++) {
+                    if (pf[i].fd < 0 || !pf[i].revents || fl_buf_reserve(&out[i], 65536) < 0)
+                        continue;
+                    ssize_t k = read(pf[i].fd, out[i].data + out[i].len, 65536);
+                    if (k > 0) {
+                        out[i].len += (size_t)k;
+                        log_output_lines(&out[i], false);
+                    } else if (k == 0 || errno != EAGAIN) {
+                        log_output_lines(&out[i], true);
+                        close(pf[i].fd);
+                        pf[i].fd = -1;
+                    }
+                }
+                int st;
+                if (waitpid(s.pid, &st, WNOHANG) == s.pid)
+                    status = st;
+            }
+            if (status < 0) {
+                kill(s.pid, SIGKILL);
+                waitpid(s.pid, NULL, 0);
+                snprintf(err, sizeof(err), "%s did not finish within exec_timeout (%lld ms): killed",
+                         cmd, (long long)c->server.on_init.exec_timeout_ms);
+            } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                snprintf(err, sizeof(err), "%s %s %d", cmd,
+                         WIFEXITED(status) ? "exited with status" : "was killed by signal",
+                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            }
+            for (int i = 0; i < 2; i++) {
+                log_output_lines(&out[i], true);
+                fl_buf_free(&out[i]);
+                if (pf[i].fd >= 0)
+                    close(pf[i].fd);
+            }
+        }
+    }
+    if (!err[0]) {
+        fl_info("server.on_init: %s finished", cmd);
+        return 0;
+    }
+    fl_error("server.on_init: %s", err);
+    return c->server.on_init.exit_on_error ? -1 : 0;
+}
+
 /* Builds a generation from a loaded config (ownership of *c moves in). */
 static fl_gen_t *gen_new(fl_master_t *m, fl_conf_t *c, char *err, size_t errlen)
 {
-    if (!c->http.address) {
-        snprintf(err, errlen, "%s: http.address is not set: nothing to serve",
+    if (!c->http.address && !c->http.ssl.enabled) {
+        snprintf(err, errlen, "%s: neither http.address nor http.ssl is set: nothing to serve",
                  c->path ? c->path : "config");
         return NULL;
     }
@@ -392,10 +575,35 @@ static fl_gen_t *gen_new(fl_master_t *m, fl_conf_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "server.command: %s", cmd->argc ? why : "command should not be empty");
         return NULL;
     }
-    int fd = listener_get(m, c->http.address, err, errlen);
-    if (fd < 0)
+    fl_spawn_cred_t cred;
+    if (resolve_cred(c->server.user, c->server.group, &cred, err, errlen) < 0)
         return NULL;
+    struct stat sb;
+    const char *sdir = c->http.static_files.dir;
+    if (c->http.static_files.section && (stat(sdir, &sb) < 0 || !S_ISDIR(sb.st_mode))) {
+        snprintf(err, errlen, "http.static.dir: root directory %s does not exist or is not a "
+                 "directory", sdir);
+        return NULL;
+    }
+    fl_tls_ctx_t *tls = NULL;
+    if (c->http.ssl.enabled) {
+        fl_tls_conf_t tc = {c->http.ssl.cert, c->http.ssl.key, c->http.ssl.root_ca,
+                            c->http.ssl.client_auth};
+        if (!(tls = fl_tls_ctx_new(&tc, err, errlen)))
+            return NULL;
+    }
+    int fd = c->http.address ? listener_get(m, c->http.address, err, errlen) : -1;
+    int ssl_fd = tls && (fd >= 0 || !c->http.address)
+                     ? listener_get(m, c->http.ssl.address, err, errlen) : -1;
+    if ((c->http.address && fd < 0) || (tls && ssl_fd < 0)) {
+        fl_tls_ctx_free(tls);
+        listeners_gc(m);
+        return NULL;
+    }
     fl_gen_t *g = calloc(1, sizeof(*g));
+    g->ssl_fd = ssl_fd;
+    g->tls = tls;
+    g->cred = cred;
     g->m = m;
     g->id = m->next_gen++;
     g->conf = *c;
@@ -404,6 +612,9 @@ static fl_gen_t *gen_new(fl_master_t *m, fl_conf_t *c, char *err, size_t errlen)
     g->grace_ms = g->conf.endure.grace_period_ms;
     g->envp = build_env(&g->conf, "http");
     g->state = G_STARTING;
+    if (g->conf.http.static_files.section && !g->conf.http.static_files.enabled)
+        fl_warn("http.static is configured but \"static\" is not in http.middleware: "
+                "static files are not served (RoadRunner's rule)");
     plan_reactors(g);
     g->next = m->gens;
     m->gens = g;
@@ -546,8 +757,10 @@ static void gen_ready(fl_gen_t *g)
     m->active = g;
     if (m->pending == g)
         m->pending = NULL;
-    fl_info("forkline %s ready: http://%s, %u reactors, %u PHP workers", FL_VERSION,
-            g->conf.http.address, g->nreactors, workers);
+    fl_info("forkline %s ready: %s://%s, %u reactors, %u PHP workers", FL_VERSION,
+            g->conf.http.address ? "http" : "https",
+            g->conf.http.address ? g->conf.http.address : g->conf.http.ssl.address, g->nreactors,
+            workers);
     if (old) {
         /* Only now does the old generation stop accepting: no connection is ever refused. */
         gen_retire(old, old->grace_ms);
@@ -580,12 +793,17 @@ static void start_failed(fl_gen_t *g, const char *why)
     }
 }
 
+/* The RPC services on top of the reactors: at the end of this file. */
+static int rpc_start(fl_master_t *m, const fl_conf_t *c);
+static void rpc_stop(void);
+static bool rpc_chan_msg(fl_rslot_t *s, const char *msg, size_t n);
+
 static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
 {
     FL_UNUSED(events);
     fl_rslot_t *s = data;
     fl_gen_t *g = s->gen;
-    char buf[1024];
+    static char buf[FL_INFORMER_MSG_MAX + 1]; /* a WORKERS answer is one big message */
     ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -601,11 +819,13 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
         check_all_ready(g);
     } else if (strncmp(buf, FL_MSG_FAIL, strlen(FL_MSG_FAIL)) == 0) {
         char why[1100];
-        snprintf(why, sizeof(why), "reactor %u: %s", s->index, buf + strlen(FL_MSG_FAIL));
+        snprintf(why, sizeof(why), "reactor %u: %.1000s", s->index, buf + strlen(FL_MSG_FAIL));
         if (g->state == G_STARTING)
             start_failed(g, why);
         else
             fl_error("%s", why);
+    } else {
+        rpc_chan_msg(s, buf, (size_t)n);
     }
 }
 
@@ -789,6 +1009,7 @@ static void adopt_upgrade(fl_master_t *m, const char *spec)
     g->state = G_ACTIVE;
     g->grace_ms = 30000;
     g->listen_fd = -1;
+    g->ssl_fd = -1; /* not passed through the upgrade environment (yet) */
     g->slots = calloc(64, sizeof(*g->slots));
     char *copy = strdup(spec), *save = NULL;
     for (char *e = strtok_r(copy, ";", &save); e; e = strtok_r(NULL, ";", &save)) {
@@ -842,6 +1063,13 @@ static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
         case SIGUSR2:
             begin_upgrade(m);
             break;
+        case SIGUSR1:
+            /* logrotate moved the files: reopen ours, and each reactor its own */
+            fl_log_reopen();
+            for (fl_gen_t *g = m->gens; g; g = g->next)
+                gen_signal(g, SIGUSR1);
+            fl_info("SIGUSR1: log files reopened");
+            break;
         default:
             break;
         }
@@ -888,6 +1116,11 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
         fl_loop_free(m.loop);
         return 1;
     }
+    if (rpc_start(&m, g ? &g->conf : NULL) < 0 && !m.active) {
+        gen_free(&m, g);
+        fl_loop_free(m.loop);
+        return 1;
+    }
     if (f->pidfile) {
         FILE *pf = fopen(".pid", "w");
         if (pf) {
@@ -912,10 +1145,17 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
         }
     } else {
         m.state = M_STARTING;
-        if (gen_start(g) < 0)
+        if (run_on_init(&g->conf) < 0)
+            m.exit_code = 1; /* nothing was started: no loop to run */
+        else if (gen_start(g) < 0)
             begin_stop(&m, 1, "cannot fork a reactor");
     }
-    fl_loop_run(m.loop);
+    /* a stop decided before the loop ran (fl_loop_run clears the stop flag) must hold */
+    bool stopped = m.state == M_STOPPING && !m.gens;
+    bool failed = m.state == M_STARTING && m.exit_code != 0;
+    if (!stopped && !failed)
+        fl_loop_run(m.loop);
+    rpc_stop();
     reap(&m);
     while (m.gens)
         gen_free(&m, m.gens);
@@ -926,4 +1166,234 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
     fl_loop_free(m.loop);
     fl_info("stopped");
     return m.exit_code;
+}
+
+/* ---- RPC (rpc.listen): resetter and informer on top of the reactors ----
+ * The server (rpc.c) decodes calls; these operations ask every reactor of the serving generation
+ * over its channel ("RESET <id>", "WORKERS <id>", see informer.h) and complete the call once all
+ * of them answered. A reactor that dies meanwhile no longer counts (its replacement starts with
+ * fresh workers anyway); a deadline bounds every operation. */
+
+typedef struct rpc_op {
+    unsigned id;
+    bool workers; /* informer.Workers, else resetter.Reset */
+    fl_rpc_call_t *call;
+    pid_t waiting[1024]; /* reactors that have not answered (reactors: at most 1024) */
+    unsigned nwaiting;
+    fl_buf_t items; /* WORKERS: the JSON items gathered so far */
+    char error[256];
+    int64_t deadline_ms;
+    struct rpc_op *next;
+} rpc_op_t;
+
+static struct {
+    fl_master_t *m;
+    fl_rpc_server_t *srv;
+    rpc_op_t *ops;
+    unsigned next_id;
+    fl_timer_id tick;
+} rpcm;
+
+static size_t rpc_plugins(void *m, const char **names, size_t max)
+{
+    FL_UNUSED(m);
+    if (max)
+        names[0] = "http";
+    return 1;
+}
+
+static void rpc_op_finish(rpc_op_t *op)
+{
+    for (rpc_op_t **pp = &rpcm.ops; *pp; pp = &(*pp)->next) {
+        if (*pp == op) {
+            *pp = op->next;
+            break;
+        }
+    }
+    if (op->workers) {
+        fl_buf_t b = {0};
+        if (fl_buf_puts(&b, "{\"workers\":[") == 0 &&
+            fl_buf_append(&b, op->items.data, op->items.len) == 0 && fl_buf_puts(&b, "]}") == 0)
+            fl_rpc_reply_json(op->call, b.data, b.len);
+        else
+            fl_rpc_fail(op->call, "out of memory");
+        fl_buf_free(&b);
+    } else if (op->error[0]) {
+        fl_rpc_fail(op->call, "%s", op->error);
+    } else {
+        fl_info("reset: every PHP worker was replaced");
+        fl_rpc_reply_json(op->call, "true", 4);
+    }
+    fl_buf_free(&op->items);
+    free(op);
+}
+
+static bool rpc_pid_alive(pid_t pid)
+{
+    for (fl_gen_t *g = rpcm.m->gens; g; g = g->next)
+        for (unsigned i = 0; i < g->nreactors; i++)
+            if (g->slots[i].pid == pid && g->slots[i].chan >= 0)
+                return true;
+    return false;
+}
+
+static void rpc_tick(fl_loop_t *loop, void *data)
+{
+    FL_UNUSED(loop);
+    FL_UNUSED(data);
+    rpcm.tick = 0;
+    int64_t now = fl_now_ms();
+    for (rpc_op_t *op = rpcm.ops, *next; op; op = next) {
+        next = op->next;
+        for (unsigned i = 0; i < op->nwaiting;)
+            if (rpc_pid_alive(op->waiting[i]))
+                i++;
+            else
+                op->waiting[i] = op->waiting[--op->nwaiting];
+        if (op->nwaiting && now >= op->deadline_ms && !op->error[0])
+            snprintf(op->error, sizeof(op->error), "%s: %u reactor(s) did not answer in time",
+                     op->workers ? "informer" : "reset", op->nwaiting);
+        if (op->nwaiting == 0 || now >= op->deadline_ms)
+            rpc_op_finish(op);
+    }
+    if (rpcm.ops)
+        rpcm.tick = fl_timer_add(rpcm.m->loop, 100, rpc_tick, NULL);
+}
+
+/* Sends "<verb> <id>" to the reactors concerned. A reset goes to every generation that is not
+ * retiring: one still starting (or a reload's) may already run workers that loaded the old code.
+ * informer.Workers shows the serving generation, or the starting one before anything serves. */
+static void rpc_broadcast(fl_rpc_call_t *call, bool workers)
+{
+    fl_master_t *m = rpcm.m;
+    rpc_op_t *op = calloc(1, sizeof(*op));
+    if (!op) {
+        fl_rpc_fail(call, "out of memory");
+        return;
+    }
+    op->id = ++rpcm.next_id;
+    op->workers = workers;
+    op->call = call;
+    int64_t timeout = 120000;
+    char msg[64];
+    int k = snprintf(msg, sizeof(msg), "%s%u", workers ? FL_MSG_WORKERS : FL_MSG_RESET_ID, op->id);
+    for (fl_gen_t *g = m->gens; g; g = g->next) {
+        if (g->state == G_RETIRING || (workers && m->active && g != m->active))
+            continue;
+        if (!g->adopted)
+            timeout = g->conf.http.pool.reset_timeout_ms + g->conf.http.pool.allocate_timeout_ms;
+        for (unsigned i = 0; i < g->nreactors && op->nwaiting < FL_ARRAY_SIZE(op->waiting); i++) {
+            fl_rslot_t *s = &g->slots[i];
+            if (s->pid > 0 && s->chan >= 0 &&
+                send(s->chan, msg, (size_t)k, MSG_NOSIGNAL | MSG_DONTWAIT) == k)
+                op->waiting[op->nwaiting++] = s->pid;
+        }
+    }
+    op->deadline_ms = fl_now_ms() + (workers ? 5000 : timeout + 5000);
+    op->next = rpcm.ops;
+    rpcm.ops = op;
+    if (!workers)
+        fl_info("reset: replacing the PHP workers of %u reactor(s)", op->nwaiting);
+    if (op->nwaiting == 0)
+        rpc_op_finish(op); /* no reactor: whatever starts next runs the new code */
+    else if (!rpcm.tick)
+        rpcm.tick = fl_timer_add(m->loop, 100, rpc_tick, NULL);
+}
+
+static void rpc_reset(void *m, fl_rpc_call_t *call, const char *plugin)
+{
+    FL_UNUSED(m);
+    FL_UNUSED(plugin);
+    rpc_broadcast(call, false);
+}
+
+static void rpc_workers(void *m, fl_rpc_call_t *call, const char *plugin)
+{
+    FL_UNUSED(m);
+    FL_UNUSED(plugin);
+    rpc_broadcast(call, true);
+}
+
+static int rpc_config(void *mp, fl_buf_t *out)
+{
+    fl_master_t *m = mp;
+    const char *path = m->flags->config_path;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f)
+        return -1;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && out->len < (16u << 20))
+        fl_buf_append(out, chunk, n);
+    fclose(f);
+    return 0;
+}
+
+/* "WORKERS <id> [..]" / "RESET-DONE <id>[ error]" from a reactor. */
+static bool rpc_chan_msg(fl_rslot_t *s, const char *msg, size_t n)
+{
+    bool workers =
+        n > strlen(FL_MSG_WORKERS) && !memcmp(msg, FL_MSG_WORKERS, strlen(FL_MSG_WORKERS));
+    bool reset =
+        n > strlen(FL_MSG_RESET_DONE) && !memcmp(msg, FL_MSG_RESET_DONE, strlen(FL_MSG_RESET_DONE));
+    if (!workers && !reset)
+        return false;
+    char *end;
+    unsigned id =
+        (unsigned)strtoul(msg + strlen(workers ? FL_MSG_WORKERS : FL_MSG_RESET_DONE), &end, 10);
+    rpc_op_t *op = rpcm.ops;
+    while (op && op->id != id)
+        op = op->next;
+    unsigned i = 0;
+    while (op && i < op->nwaiting && op->waiting[i] != s->pid)
+        i++;
+    if (!op || i == op->nwaiting)
+        return true; /* late: the operation was finished without this reactor */
+    op->waiting[i] = op->waiting[--op->nwaiting];
+    const char *rest = end < msg + n && *end == ' ' ? end + 1 : end;
+    size_t rlen = (size_t)(msg + n - rest);
+    if (workers && rlen >= 2 && rest[0] == '[' && rest[rlen - 1] == ']' && rlen > 2) {
+        if (op->items.len)
+            fl_buf_append(&op->items, ",", 1);
+        fl_buf_append(&op->items, rest + 1, rlen - 2);
+    } else if (reset && rlen && !op->error[0]) {
+        snprintf(op->error, sizeof(op->error), "reactor %u: %.*s", s->index, (int)rlen, rest);
+    }
+    if (op->nwaiting == 0)
+        rpc_op_finish(op);
+    return true;
+}
+
+static int rpc_start(fl_master_t *m, const fl_conf_t *c)
+{
+    rpcm.m = m;
+    if (!c || !c->rpc.enabled || !c->rpc.listen)
+        return c ? fl_services_start(NULL, m->loop, c) : 0; /* metrics, status still listen */
+    char err[600];
+    rpcm.srv = fl_rpc_server_new(m->loop, c->rpc.listen, NULL, err, sizeof(err));
+    if (!rpcm.srv) {
+        fl_error("%s", err);
+        return -1;
+    }
+    fl_rpc_ops_t ops = {
+        .plugins = rpc_plugins, .reset = rpc_reset, .workers = rpc_workers, .config = rpc_config};
+    fl_rpc_add_builtin(rpcm.srv, &ops, m);
+    if (fl_services_start(rpcm.srv, m->loop, c) < 0) /* kv, lock, metrics, ...: services.c */
+        return -1;
+    fl_logn(FL_LOG_DEBUG, "rpc", "RPC listening on %s", c->rpc.listen);
+    return 0;
+}
+
+static void rpc_stop(void)
+{
+    while (rpcm.ops) {
+        snprintf(rpcm.ops->error, sizeof(rpcm.ops->error), "the server is stopping");
+        rpcm.ops->workers = false;
+        rpc_op_finish(rpcm.ops);
+    }
+    fl_timer_del(rpcm.m->loop, rpcm.tick);
+    rpcm.tick = 0;
+    fl_rpc_server_free(rpcm.srv);
+    rpcm.srv = NULL;
+    fl_services_stop(); /* after the server: waiting calls are orphans by now */
 }

@@ -30,6 +30,7 @@ enum {
     HTTPV1_REQ_RAW_QUERY = 7,
     HTTPV1_REQ_PARSED = 8,
     HTTPV1_REQ_UPLOADS = 9,
+    HTTPV1_REQ_ATTRIBUTES = 10,
 };
 /* Map entries and HeaderValue. */
 enum { HTTPV1_MAP_KEY = 1, HTTPV1_MAP_VALUE = 2, HTTPV1_HV_VALUE = 1 };
@@ -370,6 +371,12 @@ static inline size_t httpv1_str_size(uint32_t field, fl_slice_t s)
     return s.len ? pb_bytes_size(field, s.len) : 0;
 }
 
+/* An attribute is a map entry whose HeaderValue holds its one value (PHP takes the first). */
+static inline size_t httpv1_attr_entry_size(const fl_header_t *a)
+{
+    return httpv1_entry_size(a->name.len, pb_bytes_size(HTTPV1_HV_VALUE, a->value.len));
+}
+
 static size_t httpv1_pb_size(const httpv1_prep_t *pp)
 {
     const fl_http_req_t *r = pp->r;
@@ -387,7 +394,10 @@ static size_t httpv1_pb_size(const httpv1_prep_t *pp)
         n += pb_bytes_size(HTTPV1_REQ_COOKIES, httpv1_cookie_entry_size(&pp->cookies[i]));
     n += httpv1_str_size(HTTPV1_REQ_RAW_QUERY, r->raw_query);
     n += r->parsed ? 2 : 0; /* tag 0x40, varint 1 */
-    return n + httpv1_str_size(HTTPV1_REQ_UPLOADS, r->uploads);
+    n += httpv1_str_size(HTTPV1_REQ_UPLOADS, r->uploads);
+    for (size_t i = 0; i < r->nattributes; i++)
+        n += pb_bytes_size(HTTPV1_REQ_ATTRIBUTES, httpv1_attr_entry_size(&r->attributes[i]));
+    return n;
 }
 
 static inline uint8_t *httpv1_w_str(uint8_t *p, uint32_t field, fl_slice_t s)
@@ -434,7 +444,15 @@ static uint8_t *httpv1_pb_write(uint8_t *p, const httpv1_prep_t *pp)
     p = httpv1_w_str(p, HTTPV1_REQ_RAW_QUERY, r->raw_query);
     if (r->parsed)
         p = pb_w_varint(pb_w_tag(p, HTTPV1_REQ_PARSED, PB_VARINT), 1);
-    return httpv1_w_str(p, HTTPV1_REQ_UPLOADS, r->uploads);
+    p = httpv1_w_str(p, HTTPV1_REQ_UPLOADS, r->uploads);
+    for (size_t i = 0; i < r->nattributes; i++) {
+        const fl_header_t *a = &r->attributes[i];
+        p = pb_w_len(p, HTTPV1_REQ_ATTRIBUTES, httpv1_attr_entry_size(a));
+        p = pb_w_bytes(p, HTTPV1_MAP_KEY, a->name.base, a->name.len);
+        p = pb_w_len(p, HTTPV1_MAP_VALUE, pb_bytes_size(HTTPV1_HV_VALUE, a->value.len));
+        p = pb_w_bytes(p, HTTPV1_HV_VALUE, a->value.base, a->value.len);
+    }
+    return p;
 }
 
 int fl_httpv1_encode_proto(fl_buf_t *out, const fl_http_req_t *r)
@@ -570,6 +588,13 @@ static void httpv1_jw_str(httpv1_jw_t *w, fl_slice_t s)
     httpv1_jw_commit(w, p);
 }
 
+int fl_httpv1_json_str(fl_buf_t *out, fl_slice_t s)
+{
+    httpv1_jw_t w = {out, false};
+    httpv1_jw_str(&w, s);
+    return w.err ? -1 : 0;
+}
+
 /* Canonical token names need no escaping: tchar excludes quotes, controls and non-ASCII. */
 static void httpv1_jw_name(httpv1_jw_t *w, fl_slice_t name)
 {
@@ -663,7 +688,15 @@ static void httpv1_jw_request(httpv1_jw_t *w, const httpv1_prep_t *pp)
         httpv1_jw_raw(w, r->uploads.base, r->uploads.len);
     else
         HTTPV1_JW_LIT(w, "null");
-    HTTPV1_JW_LIT(w, ",\"attributes\":{}}");
+    HTTPV1_JW_LIT(w, ",\"attributes\":{");
+    for (size_t i = 0; i < r->nattributes; i++) {
+        if (i)
+            HTTPV1_JW_LIT(w, ",");
+        httpv1_jw_str(w, r->attributes[i].name);
+        HTTPV1_JW_LIT(w, ":");
+        httpv1_jw_str(w, r->attributes[i].value);
+    }
+    HTTPV1_JW_LIT(w, "}}");
 }
 
 int fl_httpv1_encode_json(fl_buf_t *out, const fl_http_req_t *r)

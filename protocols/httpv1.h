@@ -20,6 +20,10 @@ typedef struct {
     size_t nheaders;
     bool parsed;
     fl_slice_t uploads; /* JSON bytes or empty */
+    /* Values set by server middleware (§6.3): one string each; PHP merges them into the
+     * PSR-7 attributes, and `ipAddress` overrides remoteAddr. Names must be distinct. */
+    const fl_header_t *attributes;
+    size_t nattributes;
 } fl_http_req_t;
 
 /* Both append to out and return 0, or -1 on out-of-memory (out is then left as it was).
@@ -49,5 +53,9 @@ extern const char fl_httpv1_err_nomem[]; /* out of memory */
 int fl_httpv1_decode_response(uint8_t frame_flags, fl_slice_t ctx, fl_http_resp_t *out,
                               const char **err);
 void fl_http_resp_free(fl_http_resp_t *r);
+
+/* Appends s as a quoted JSON string, escaped as Go's encoding/json does it (invalid UTF-8
+ * becomes \ufffd). Returns 0, or -1 on out-of-memory (out is then left as it was). */
+int fl_httpv1_json_str(fl_buf_t *out, fl_slice_t s);
 
 #endif

@@ -1,8 +1,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +22,15 @@
 #define MAX_HEADERS 128
 #define READ_CHUNK 65536
 #define OUT_HIGH_WATER (1u << 20) /* stop parsing pipelined requests while this much is unsent */
+/* After an error answer the client may still be sending a body it thinks we want: read and
+ * drop it this long before closing, or the kernel resets the connection and the client never
+ * sees our answer (nginx's lingering close). */
+#define LINGER_MS 2000
+#define MAX_TRAILERS 16
+
+enum { BODY_NONE, BODY_RAW, BODY_URLENC, BODY_MULTIPART };
+/* How a response body is delimited. */
+enum { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE, FRAME_NOBODY };
 
 typedef struct {
     uint32_t name_off, name_len, value_off, value_len;
@@ -29,7 +42,12 @@ struct fl_conn {
     fl_conn_t *next_flush;
     bool in_flushq;
     int fd;
-    char remote[INET6_ADDRSTRLEN];
+    fl_tls_t *ssl;           /* NULL on a plain connection */
+    bool tls_rd_wants_write; /* OpenSSL must write (handshake) before it can read */
+    bool tls_wr_wants_read;  /* ... or read before it can write */
+    char peer[INET6_ADDRSTRLEN]; /* the socket's peer address */
+    bool peer_trusted;           /* in http.trusted_subnets */
+    char remote[INET6_ADDRSTRLEN + 1]; /* the client for PHP and the log (proxy headers) */
     llhttp_t parser;
     fl_buf_t in;
     fl_buf_t out;
@@ -40,21 +58,51 @@ struct fl_conn {
     hdr_idx_t hdrs[MAX_HEADERS];
     unsigned nhdrs;
     bool in_value;
-    fl_buf_t body;
-    int error_status; /* set by a parser callback: answer this and close */
+    bool in_message;   /* between a request's first byte and its end */
+    bool headers_done; /* ... and past its headers */
+    int body_mode;     /* BODY_*: where the body bytes go */
+    uint64_t body_bytes;
+    fl_buf_t body;     /* raw and urlencoded bodies */
+    fl_form_t form;    /* parsed forms and uploads (temp files) */
+    int body_error;    /* answered instead of dispatching (a form that does not parse) */
+    const char *body_why;
+    int error_status;  /* set by a parser callback: answer this and close */
+    const char *error_why;
     bool complete;     /* a whole request is parsed and waits for (or has) its answer */
     bool busy;         /* its task is with the pool */
     bool head;
     bool keepalive;
     bool close_after;  /* close once the output is flushed */
+    bool linger;       /* ... through a lingering close */
+    bool lingering;
+    bool eof;          /* the client closed its side */
     bool closed;
     int http_minor;
+    unsigned nreqs;    /* requests answered on this connection */
+    /* timeouts: one lazy timer, re-armed from these when it fires (see conn_deadline) */
+    fl_timer_id timer;
+    int64_t timer_at;
+    int64_t idle_since, req_start_ms, hdr_done_ms, last_read_ms, last_write_ms, linger_until;
+    bool write_blocked; /* output waits for the client to read */
     /* the answer */
     fl_task_t task;
-    int status;
-    fl_buf_t rhead;    /* response header lines from the worker context */
+    int status;         /* the worker's first final status; 0 = none yet */
+    bool resp_started;  /* a streamed answer: its head is out */
+    bool chunked;
+    bool body_dropped;  /* HEAD, 204, 304: stream chunks are swallowed */
+    bool has_date;      /* the worker sent its own Date */
+    int64_t clen;       /* the worker's Content-Length, -1 if none */
+    int64_t clen_left;  /* a streamed identity body: bytes still due */
+    int log_status;
+    uint64_t log_bytes;
+    fl_buf_t rhead;     /* response header lines from the worker context */
+    fl_buf_t rtrail;    /* trailer lines (the worker's Trailer header named them) */
     fl_buf_t rbody;
-    fl_timer_id idle_timer;
+    /* a file body queued after out (static files): file_off..file_end of file_fd */
+    bool sending_file;
+    bool file_copy; /* the writer cannot take sendfile (TLS): copy through out instead */
+    int file_fd;
+    off_t file_off, file_end;
 };
 
 static llhttp_settings_t settings;
@@ -62,6 +110,7 @@ static llhttp_settings_t settings;
 static void conn_io(fl_loop_t *loop, int fd, int events, void *data);
 static void conn_process(fl_conn_t *c);
 static void conn_close(fl_conn_t *c);
+static void conn_arm_timer(fl_conn_t *c);
 
 /* ---- small helpers ---- */
 
@@ -90,8 +139,10 @@ static const char *reason(int status)
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 410: return "Gone";
+    case 412: return "Precondition Failed";
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
     case 422: return "Unprocessable Entity";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -133,6 +184,23 @@ static void queue_flush(fl_conn_t *c)
     }
 }
 
+static bool slice_contains(fl_slice_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len >= n && memmem(s.base, s.len, lit, n) != NULL;
+}
+
+static fl_slice_t slice_trim(fl_slice_t s)
+{
+    while (s.len && (s.base[0] == ' ' || s.base[0] == '\t')) {
+        s.base++;
+        s.len--;
+    }
+    while (s.len && (s.base[s.len - 1] == ' ' || s.base[s.len - 1] == '\t'))
+        s.len--;
+    return s;
+}
+
 /* ---- llhttp callbacks: copy the request into the connection's buffers ---- */
 
 static int on_message_begin(llhttp_t *p)
@@ -143,6 +211,15 @@ static int on_message_begin(llhttp_t *p)
     c->nhdrs = 0;
     c->in_value = false;
     c->body.len = 0;
+    c->in_message = true;
+    c->headers_done = false;
+    c->body_mode = BODY_NONE;
+    c->body_bytes = 0;
+    c->body_error = 0;
+    c->body_why = NULL;
+    c->req_start_ms = fl_now_ms();
+    c->hdr_done_ms = 0;
+    memcpy(c->remote, c->peer, sizeof(c->peer)); /* until trusted proxy headers say otherwise */
     return 0;
 }
 
@@ -203,35 +280,120 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return fl_buf_append(&c->hbuf, at, len);
 }
 
+static int refuse(fl_conn_t *c, int status, const char *why)
+{
+    c->error_status = status;
+    c->error_why = why;
+    return HPE_USER;
+}
+
+/* As Go's server: HTTP/1.1 needs exactly one Host; more than one is refused in any version. */
+static int check_host(fl_conn_t *c, const llhttp_t *p)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < c->nhdrs; i++)
+        n += fl_slice_ieq(hslice(c, c->hdrs[i].name_off, c->hdrs[i].name_len), "host");
+    if (n > 1)
+        return refuse(c, 400, "too many Host headers");
+    if (n == 0 && p->http_major == 1 && p->http_minor >= 1)
+        return refuse(c, 400, "missing required Host header");
+    return 0;
+}
+
+static bool expects_body(const llhttp_t *p)
+{
+    return (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+}
+
+/* Expect: 100-continue gets its go-ahead now (HTTP/1.1 with a body, as Go), any other
+ * expectation 417. */
+static int expect_continue(fl_conn_t *c, const llhttp_t *p)
+{
+    fl_slice_t e = fl_conn_header(c, "expect");
+    if (!e.base || !e.len)
+        return 0;
+    if (!fl_slice_ieq(slice_trim(e), "100-continue"))
+        return refuse(c, 417, "unsupported Expect");
+    if (p->http_minor >= 1 && expects_body(p)) {
+        fl_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        queue_flush(c);
+    }
+    return 0;
+}
+
+static int form_refused(fl_conn_t *c, const char *err)
+{
+    return refuse(c, err == fl_form_err_too_large ? 413 : err == fl_form_err_nomem ? 500 : 400, err);
+}
+
+/* Where the body goes (spec §6.4): HEAD/OPTIONS bodies are dropped; urlencoded and multipart
+ * are parsed unless http.raw_body; anything else goes to PHP as is. */
+static int choose_body_mode(fl_conn_t *c, const llhttp_t *p)
+{
+    c->body_mode = BODY_RAW;
+    if (p->method == HTTP_HEAD || p->method == HTTP_OPTIONS) {
+        c->body_mode = BODY_NONE;
+        return 0;
+    }
+    fl_slice_t ct = fl_conn_header(c, "content-type");
+    if (c->srv->o.raw_body || !ct.base)
+        return 0;
+    if (slice_contains(ct, "application/x-www-form-urlencoded")) {
+        c->body_mode = BODY_URLENC;
+    } else if (slice_contains(ct, "multipart/form-data")) {
+        const char *err;
+        fl_form_free(&c->form);
+        if (fl_multipart_begin(&c->form, ct, &c->srv->uploads, &err) < 0)
+            return form_refused(c, err);
+        c->body_mode = BODY_MULTIPART;
+    }
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     fl_conn_t *c = p->data;
+    c->headers_done = true;
+    c->hdr_done_ms = c->last_read_ms = fl_now_ms();
     uint64_t max = c->srv->o.max_request_size;
-    if ((p->flags & F_CONTENT_LENGTH) && max && p->content_length > max) {
-        c->error_status = 413;
+    if ((p->flags & F_CONTENT_LENGTH) && max && p->content_length > max)
+        return refuse(c, 413, "request body larger than http.max_request_size");
+    if (check_host(c, p) || expect_continue(c, p))
         return HPE_USER;
-    }
-    return 0;
+    return choose_body_mode(c, p);
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     fl_conn_t *c = p->data;
     uint64_t max = c->srv->o.max_request_size;
-    if (max && c->body.len + len > max) {
-        c->error_status = 413;
-        return HPE_USER;
+    c->body_bytes += len;
+    if (max && c->body_bytes > max)
+        return refuse(c, 413, "request body larger than http.max_request_size");
+    const char *err;
+    switch (c->body_mode) {
+    case BODY_NONE:
+        return 0;
+    case BODY_MULTIPART:
+        return fl_multipart_feed(&c->form, at, len, &err) < 0 ? form_refused(c, err) : 0;
+    default:
+        return fl_buf_append(&c->body, at, len) < 0 ? refuse(c, 500, "out of memory") : 0;
     }
-    return fl_buf_append(&c->body, at, len);
 }
 
 static int on_message_complete(llhttp_t *p)
 {
     fl_conn_t *c = p->data;
     c->complete = true;
+    c->in_message = false;
     c->keepalive = llhttp_should_keep_alive(p);
     c->head = p->method == HTTP_HEAD;
     c->http_minor = p->http_minor;
+    const char *err;
+    if (c->body_mode == BODY_MULTIPART && fl_multipart_end(&c->form, &err) < 0) {
+        c->body_error = err == fl_form_err_too_large ? 413 : 400;
+        c->body_why = err;
+    }
     /* One request at a time per connection: answers go out in request order. */
     return HPE_PAUSED;
 }
@@ -254,31 +416,87 @@ static void settings_init(void)
 
 /* ---- responses ---- */
 
-static void begin_response(fl_conn_t *c, int status, fl_slice_t extra_headers, size_t body_len)
+static void write_head(fl_conn_t *c, int status, fl_slice_t headers, int framing, uint64_t len)
 {
-    bool close = c->close_after || !c->keepalive || c->srv->stopping;
+    bool close = c->close_after || !c->keepalive || c->srv->stopping || framing == FRAME_CLOSE;
     c->close_after = close;
+    c->log_status = status;
     fl_buf_t *o = &c->out;
-    fl_buf_printf(o, "HTTP/1.%d %d %s\r\nDate: %s\r\n", c->http_minor == 0 ? 0 : 1, status,
-                  reason(status), http_date());
-    fl_buf_append(o, extra_headers.base, extra_headers.len);
-    bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
-    if (!no_body)
-        fl_buf_printf(o, "Content-Length: %zu\r\n", body_len);
+    fl_buf_printf(o, "HTTP/1.%d %d %s\r\n", c->http_minor == 0 ? 0 : 1, status, reason(status));
+    if (!c->has_date)
+        fl_buf_printf(o, "Date: %s\r\n", http_date());
+    fl_buf_append(o, headers.base, headers.len);
+    if (framing == FRAME_LENGTH)
+        fl_buf_printf(o, "Content-Length: %llu\r\n", (unsigned long long)len);
+    else if (framing == FRAME_CHUNKED)
+        fl_buf_puts(o, "Transfer-Encoding: chunked\r\n");
     if (close)
         fl_buf_puts(o, "Connection: close\r\n");
     else if (c->http_minor == 0)
         fl_buf_puts(o, "Connection: keep-alive\r\n");
     fl_buf_puts(o, "\r\n");
+    queue_flush(c);
+}
+
+static void begin_response(fl_conn_t *c, int status, fl_slice_t extra_headers, size_t body_len)
+{
+    bool no_body = status == 204 || status == 304 || (status >= 100 && status < 200);
+    write_head(c, status, extra_headers, no_body ? FRAME_NOBODY : FRAME_LENGTH, body_len);
+    c->log_bytes = no_body ? 0 : body_len;
+}
+
+static void task_release(fl_conn_t *c)
+{
+    if (c->busy) {
+        c->busy = false;
+        c->srv->inflight--;
+    }
+}
+
+/* Uploaded temp files live exactly as long as the request: answered, failed or abandoned. */
+static void request_cleanup(fl_conn_t *c)
+{
+    fl_form_remove_files(&c->form);
+    fl_form_free(&c->form);
+}
+
+/* One line per answered request (rr-config §2.5, `http log`). */
+static void access_log(fl_conn_t *c)
+{
+    bool detailed = c->srv->o.access_logs;
+    if (!fl_log_enabled(FL_LOG_INFO, "http"))
+        return;
+    bool parsed = c->complete || c->headers_done;
+    const char *m = parsed ? llhttp_method_name((llhttp_method_t)c->parser.method) : "";
+    int64_t start = c->hdr_done_ms ? c->hdr_done_ms : c->req_start_ms;
+    fl_log_field_t f[] = {
+        FL_LF_INT("status", c->log_status),
+        FL_LF_STR("method", m),
+        FL_LF_STRN("URI", c->hbuf.data ? c->hbuf.data : "", parsed ? c->url_len : 0),
+        FL_LF_STR("remote_address", c->remote),
+        FL_LF_INT("elapsed", start ? fl_now_ms() - start : 0),
+        FL_LF_INT("read_bytes", c->body_bytes),
+        FL_LF_INT("write_bytes", c->log_bytes),
+    };
+    const char *msg = detailed ? "http access log" : "http log";
+    fl_logf(FL_LOG_INFO, "http", msg, strlen(msg), f, detailed ? 7 : 5);
 }
 
 static void finish_request(fl_conn_t *c)
 {
+    access_log(c);
+    request_cleanup(c);
+    task_release(c);
     c->complete = false;
-    c->busy = false;
+    c->status = 0;
+    c->resp_started = c->chunked = c->body_dropped = c->has_date = false;
+    c->clen = -1;
     c->rhead.len = 0;
+    c->rtrail.len = 0;
     c->rbody.len = 0;
     c->body.len = 0;
+    c->hdr_done_ms = c->req_start_ms = 0;
+    c->nreqs++;
     if (c->body.cap > (1u << 20))
         fl_buf_free(&c->body); /* do not keep a 5 MB upload buffer around on an idle conn */
     queue_flush(c);
@@ -300,20 +518,102 @@ static void send_parse_error(fl_conn_t *c, int status, const char *why)
     fl_info("%s: bad request (%d): %s", c->remote, status, why);
     c->keepalive = false;
     c->close_after = true;
+    c->linger = true;
     c->head = false;
     c->http_minor = 1;
-    char body[128];
+    char body[160];
     snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
     send_simple(c, status, body, NULL);
 }
 
-static bool skip_response_header(fl_slice_t name)
+/* A header name is an RFC 9110 token; a value never holds CR, LF or NUL. Anything else
+ * would let a worker split the response (header injection). */
+static bool header_ok(const fl_header_t *h)
 {
-    /* framing is ours to decide */
-    return fl_slice_ieq(name, "content-length") || fl_slice_ieq(name, "transfer-encoding") ||
-           fl_slice_ieq(name, "connection");
+    if (!h->name.len)
+        return false;
+    for (size_t i = 0; i < h->name.len; i++) {
+        unsigned char ch = (unsigned char)h->name.base[i];
+        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch))
+            return false;
+    }
+    return !memchr(h->value.base, '\r', h->value.len) && !memchr(h->value.base, '\n', h->value.len) &&
+           !memchr(h->value.base, '\0', h->value.len);
 }
 
+static bool is_trailer(const fl_slice_t *names, size_t n, fl_slice_t name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (names[i].len == name.len && strncasecmp(names[i].base, name.base, name.len) == 0)
+            return true;
+    return false;
+}
+
+/* The names a Trailer header lists (comma-separated, any number of Trailer headers). */
+static size_t trailer_names(const fl_http_resp_t *r, fl_slice_t *names)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (!fl_slice_ieq(r->headers[i].name, "trailer"))
+            continue;
+        fl_slice_t v = r->headers[i].value;
+        while (v.len && n < MAX_TRAILERS) {
+            const char *comma = memchr(v.base, ',', v.len);
+            size_t k = comma ? (size_t)(comma - v.base) : v.len;
+            fl_slice_t name = slice_trim(fl_slice(v.base, k));
+            if (name.len)
+                names[n++] = name;
+            v = comma ? fl_slice(comma + 1, v.len - k - 1) : fl_slice(v.base + v.len, 0);
+        }
+    }
+    return n;
+}
+
+static int64_t parse_clen(fl_slice_t v)
+{
+    v = slice_trim(v);
+    int64_t n = 0;
+    if (!v.len || v.len > 18)
+        return -1;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9')
+            return -1;
+        n = n * 10 + (v.base[i] - '0');
+    }
+    return n;
+}
+
+/* Worker headers → rhead and rtrail lines (§6.6): every value added, names listed in Trailer
+ * moved to the trailers, framing headers (ours to decide) taken out. */
+static void add_worker_headers(fl_conn_t *c, const fl_http_resp_t *r)
+{
+    fl_slice_t trailers[MAX_TRAILERS];
+    size_t nt = trailer_names(r, trailers);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const fl_header_t *h = &r->headers[i];
+        if (fl_slice_ieq(h->name, "trailer") || fl_slice_ieq(h->name, "transfer-encoding") ||
+            fl_slice_ieq(h->name, "keep-alive"))
+            continue;
+        if (fl_slice_ieq(h->name, "content-length")) {
+            c->clen = parse_clen(h->value);
+            continue;
+        }
+        if (fl_slice_ieq(h->name, "connection")) {
+            if (h->value.len >= 5 && memmem(h->value.base, h->value.len, "close", 5))
+                c->close_after = true; /* the application asked for it, as Go honours it */
+            continue;
+        }
+        if (fl_slice_ieq(h->name, "date"))
+            c->has_date = true;
+        fl_buf_t *b = is_trailer(trailers, nt, h->name) ? &c->rtrail : &c->rhead;
+        fl_buf_append(b, h->name.base, h->name.len);
+        fl_buf_append(b, ": ", 2);
+        fl_buf_append(b, h->value.base, h->value.len);
+        fl_buf_append(b, "\r\n", 2);
+    }
+}
+
+/* Applies the first context of an answer. Returns 0, or the status to answer instead. */
 static int apply_context(fl_conn_t *c, const fl_frame_t *f, fl_slice_t ctx)
 {
     if (ctx.len == 0 || c->status)
@@ -322,93 +622,226 @@ static int apply_context(fl_conn_t *c, const fl_frame_t *f, fl_slice_t ctx)
     const char *err = NULL;
     if (fl_httpv1_decode_response(f->flags, ctx, &r, &err) < 0) {
         fl_error("%s: cannot decode the worker's response context: %s", c->remote, err);
-        fl_http_resp_free(&r);
-        return -1;
+        return c->srv->o.internal_error_code;
     }
     int status = r.status ? r.status : 200;
+    int bad = 0;
     if (status < 100 || status > 599) {
         fl_error("unknown status code from worker: %d", status);
-        fl_http_resp_free(&r);
-        return -1;
+        bad = 500;
     }
-    c->status = status;
-    for (size_t i = 0; i < r.nheaders; i++) {
-        fl_header_t *h = &r.headers[i];
-        if (skip_response_header(h->name))
+    for (size_t i = 0; !bad && i < r.nheaders; i++) {
+        if (header_ok(&r.headers[i]))
             continue;
-        /* a header value must not smuggle in a line break */
-        if (memchr(h->value.base, '\n', h->value.len) || memchr(h->value.base, '\r', h->value.len) ||
-            memchr(h->name.base, '\n', h->name.len) || memchr(h->name.base, '\r', h->name.len))
-            continue;
-        fl_buf_append(&c->rhead, h->name.base, h->name.len);
-        fl_buf_append(&c->rhead, ": ", 2);
-        fl_buf_append(&c->rhead, h->value.base, h->value.len);
-        fl_buf_append(&c->rhead, "\r\n", 2);
+        fl_error("%s: response rejected (500): the worker's header %.*s holds CR, LF, NUL or an "
+                 "invalid name (header injection)",
+                 c->remote, (int)(r.headers[i].name.len > 100 ? 100 : r.headers[i].name.len),
+                 r.headers[i].name.base);
+        bad = 500;
+    }
+    if (!bad) {
+        c->status = status;
+        add_worker_headers(c, &r);
     }
     fl_http_resp_free(&r);
-    return 0;
+    return bad;
+}
+
+static void answer_error(fl_conn_t *c, int code, const char *detail, bool no_workers)
+{
+    c->status = 0;
+    c->rhead.len = c->rtrail.len = c->rbody.len = 0;
+    c->has_date = false;
+    const char *extra = no_workers ? "Content-Type: text/plain; charset=utf-8\r\nNo-Workers: true\r\n"
+                                   : NULL;
+    send_simple(c, code, c->srv->o.debug ? detail : NULL, extra);
 }
 
 static void internal_error(fl_conn_t *c, const char *detail, bool no_workers)
 {
-    int code = c->srv->o.internal_error_code;
-    const char *extra = no_workers ? "Content-Type: text/plain; charset=utf-8\r\nNo-Workers: true\r\n"
-                                   : NULL;
-    send_simple(c, code, c->srv->o.debug ? detail : NULL, extra);
+    answer_error(c, c->srv->o.internal_error_code, detail, no_workers);
+}
+
+/* A 1xx before the answer (103 Early Hints): out at once with only its own headers; a 101
+ * would switch protocols under us, so it is dropped (as RoadRunner's fixed handler does). */
+static void interim_response(fl_conn_t *c)
+{
+    if (c->status == 101)
+        fl_warn("%s: the worker sent 101 Switching Protocols as an interim answer: ignored",
+                c->remote);
+    else if (c->http_minor >= 1)
+        fl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\n%.*s\r\n", c->status, reason(c->status),
+                      (int)c->rhead.len, c->rhead.data ? c->rhead.data : "");
+    queue_flush(c);
+    c->status = 0;
+    c->rhead.len = c->rtrail.len = 0;
+    c->has_date = false;
+    c->clen = -1;
+}
+
+static void append_chunk(fl_conn_t *c, fl_slice_t body)
+{
+    if (!body.len)
+        return; /* an empty chunk would end the body */
+    fl_buf_printf(&c->out, "%zx\r\n", body.len);
+    fl_buf_append(&c->out, body.base, body.len);
+    fl_buf_puts(&c->out, "\r\n");
+}
+
+static void append_last_chunk(fl_conn_t *c)
+{
+    fl_buf_puts(&c->out, "0\r\n");
+    fl_buf_append(&c->out, c->rtrail.data, c->rtrail.len);
+    fl_buf_puts(&c->out, "\r\n");
+}
+
+/* A whole answer in one frame: Content-Length, or chunked when trailers must follow. */
+static void respond_whole(fl_conn_t *c, fl_slice_t body)
+{
+    int status = c->status ? c->status : 200;
+    fl_slice_t h = fl_slice(c->rhead.data, c->rhead.len);
+    if (status == 204 || status == 304) {
+        write_head(c, status, h, FRAME_NOBODY, 0);
+    } else if (c->head) {
+        /* Go: the worker's length, else the length of what it wrote (nothing: none) */
+        int64_t n = c->clen >= 0 ? c->clen : (int64_t)body.len;
+        write_head(c, status, h, n || c->clen == 0 ? FRAME_LENGTH : FRAME_NOBODY, (uint64_t)n);
+    } else if (c->rtrail.len && c->http_minor >= 1) {
+        write_head(c, status, h, FRAME_CHUNKED, 0);
+        append_chunk(c, body);
+        append_last_chunk(c);
+    } else {
+        write_head(c, status, h, FRAME_LENGTH, body.len);
+        fl_buf_append(&c->out, body.base, body.len);
+    }
+    c->log_bytes = c->head ? 0 : body.len;
+    finish_request(c);
+}
+
+/* The first frame of a streamed answer: the head goes out now, each later frame is flushed
+ * as it arrives (§5, §6.6): chunked, or the worker's Content-Length, or (HTTP/1.0) until
+ * the connection closes. */
+static void stream_start(fl_conn_t *c)
+{
+    int status = c->status ? c->status : 200;
+    fl_slice_t h = fl_slice(c->rhead.data, c->rhead.len);
+    c->resp_started = true;
+    c->log_bytes = 0;
+    if (c->head || status == 204 || status == 304) {
+        c->body_dropped = true;
+        bool len = c->head && c->clen >= 0 && status != 204 && status != 304;
+        write_head(c, status, h, len ? FRAME_LENGTH : FRAME_NOBODY, (uint64_t)(len ? c->clen : 0));
+    } else if (c->clen >= 0 && !c->rtrail.len) {
+        c->clen_left = c->clen;
+        write_head(c, status, h, FRAME_LENGTH, (uint64_t)c->clen);
+    } else if (c->http_minor >= 1) {
+        c->chunked = true;
+        write_head(c, status, h, FRAME_CHUNKED, 0);
+    } else {
+        write_head(c, status, h, FRAME_CLOSE, 0);
+    }
+}
+
+static void stream_chunk(fl_conn_t *c, fl_slice_t body)
+{
+    if (!body.len || c->body_dropped)
+        return;
+    if (c->chunked) {
+        append_chunk(c, body);
+    } else if (c->clen >= 0) {
+        size_t n = (uint64_t)c->clen_left < body.len ? (size_t)c->clen_left : body.len;
+        if (n < body.len)
+            fl_warn("%s: the worker streamed more than its Content-Length: %zu bytes dropped",
+                    c->remote, body.len - n);
+        fl_buf_append(&c->out, body.base, n);
+        c->clen_left -= (int64_t)n;
+        body.len = n;
+    } else {
+        fl_buf_append(&c->out, body.base, body.len);
+    }
+    c->log_bytes += body.len;
+    queue_flush(c);
+}
+
+static void stream_end(fl_conn_t *c)
+{
+    if (c->chunked)
+        append_last_chunk(c);
+    else if (!c->body_dropped && c->clen >= 0 && c->clen_left > 0)
+        c->close_after = true; /* short of its Content-Length: only a close can say so */
+    finish_request(c);
 }
 
 static void task_frame(fl_task_t *t, const fl_frame_t *f, fl_slice_t ctx, fl_slice_t body)
 {
     fl_conn_t *c = t->data;
     bool more = f->stream & FL_STREAM_MORE;
-    if (apply_context(c, f, ctx) < 0) {
+    if (c->resp_started) {
+        stream_chunk(c, body);
+        if (!more) {
+            stream_end(c);
+            conn_process(c);
+        }
+        return;
+    }
+    int bad = apply_context(c, f, ctx);
+    if (!bad && c->status >= 100 && c->status < 200) {
+        if (more) {
+            interim_response(c); /* a body that comes with a 1xx is dropped */
+            return;
+        }
+        fl_error("%s: the worker ended its answer with status %d", c->remote, c->status);
+        bad = 500;
+    }
+    if (bad) {
         if (more)
             fl_pool_cancel(c->srv->pool, t);
-        c->srv->inflight--;
-        c->rhead.len = 0;
-        internal_error(c, "invalid response from the worker", false);
+        answer_error(c, bad, "invalid response from the worker", false);
         conn_process(c);
         return;
     }
-    /* 1xx interim answers (103 Early Hints) go out at once with their own headers. */
-    if (c->status >= 100 && c->status < 200 && more) {
-        fl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\n", c->status, reason(c->status));
-        fl_buf_append(&c->out, c->rhead.data, c->rhead.len);
-        fl_buf_puts(&c->out, "\r\n");
-        queue_flush(c);
-        c->status = 0;
-        c->rhead.len = 0;
+    if (more) {
+        stream_start(c);
+        stream_chunk(c, body);
         return;
     }
-    fl_buf_append(&c->rbody, body.base, body.len);
-    if (more)
-        return;
-    c->srv->inflight--;
-    int status = c->status ? c->status : 200;
-    begin_response(c, status, fl_slice(c->rhead.data, c->rhead.len), c->rbody.len);
-    if (!c->head)
-        fl_buf_append(&c->out, c->rbody.data, c->rbody.len);
-    c->status = 0;
-    finish_request(c);
+    respond_whole(c, body);
     conn_process(c);
 }
 
 static void task_fail(fl_task_t *t, const char *why, fl_slice_t detail)
 {
     fl_conn_t *c = t->data;
-    c->srv->inflight--;
-    c->status = 0;
-    c->rhead.len = 0;
-    c->rbody.len = 0;
     char msg[512];
     snprintf(msg, sizeof(msg), "%.*s", (int)(detail.len < 500 ? detail.len : 500), detail.base);
     if (why == fl_task_err_worker)
         fl_warn("%s: worker error: %s", c->remote, msg);
-    internal_error(c, msg, why == fl_task_err_no_workers);
+    if (c->resp_started) {
+        /* The head is out, so no status can tell: end the connection without the final
+         * chunk, and the client sees a truncated body. */
+        c->close_after = true;
+        finish_request(c);
+    } else {
+        internal_error(c, msg, why == fl_task_err_no_workers);
+    }
     conn_process(c);
 }
 
 /* ---- requests to the pool ---- */
+
+/* Go's URL.RawQuery of a request-target: everything after the first '?' (a request URI
+ * carries no fragment for Go, so a '#' stays in the query). */
+static fl_slice_t raw_query(fl_slice_t target)
+{
+    const char *q = memchr(target.base, '?', target.len);
+    return q ? fl_slice(q + 1, (size_t)(target.base + target.len - q - 1)) : FL_SLICE("");
+}
+
+static bool is_absolute(fl_slice_t t)
+{
+    return (t.len >= 7 && strncasecmp(t.base, "http://", 7) == 0) ||
+           (t.len >= 8 && strncasecmp(t.base, "https://", 8) == 0);
+}
 
 static void build_request(fl_conn_t *c, fl_http_req_t *r, fl_header_t *hv, fl_buf_t *uri)
 {
@@ -420,20 +853,12 @@ static void build_request(fl_conn_t *c, fl_http_req_t *r, fl_header_t *hv, fl_bu
         if (!host.len && fl_slice_ieq(hv[i].name, "host"))
             host = hv[i].value;
     }
-    if (target.len >= 7 && (memcmp(target.base, "http://", 7) == 0 ||
-                            (target.len >= 8 && memcmp(target.base, "https://", 8) == 0))) {
+    if (is_absolute(target)) {
         fl_buf_append(uri, target.base, target.len);
     } else {
-        fl_buf_puts(uri, "http://");
+        fl_buf_puts(uri, c->ssl ? "https://" : "http://");
         fl_buf_append(uri, host.base, host.len);
         fl_buf_append(uri, target.base, target.len);
-    }
-    const char *q = memchr(target.base, '?', target.len);
-    const char *hash = memchr(target.base, '#', target.len);
-    fl_slice_t query = FL_SLICE("");
-    if (q) {
-        const char *end = hash && hash > q ? hash : target.base + target.len;
-        query = fl_slice(q + 1, (size_t)(end - q - 1));
     }
     const char *m = llhttp_method_name((llhttp_method_t)c->parser.method);
     *r = (fl_http_req_t){
@@ -441,32 +866,74 @@ static void build_request(fl_conn_t *c, fl_http_req_t *r, fl_header_t *hv, fl_bu
         .protocol = c->http_minor == 0 ? FL_SLICE("HTTP/1.0") : FL_SLICE("HTTP/1.1"),
         .method = fl_slice_cstr(m),
         .uri = fl_slice(uri->data, uri->len),
-        .raw_query = query,
+        .raw_query = raw_query(target),
         .headers = hv,
         .nheaders = c->nhdrs,
     };
 }
 
+/* Go parses urlencoded bodies of POST, PUT and PATCH only; other methods get an empty form. */
+static bool form_method(const fl_conn_t *c)
+{
+    int m = c->parser.method;
+    return m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH;
+}
+
+static int form_status(fl_conn_t *c, const char *err)
+{
+    if (err == fl_form_err_conflict)
+        fl_info("%s: bad request (400): invalid multiple values to key '%s' in tree", c->remote,
+                c->form.errkey);
+    else
+        fl_info("%s: bad request: %s", c->remote, err);
+    return err == fl_form_err_nomem ? 500 : err == fl_form_err_too_large ? 413 : 400;
+}
+
+/* Forms: the uploads tree for the context, the data tree as the body (§6.4, §6.5). Returns
+ * 0, or the status to answer. */
+static int prepare_form(fl_conn_t *c, fl_buf_t *uploads)
+{
+    const char *err = NULL;
+    if (c->body_mode == BODY_URLENC && form_method(c) &&
+        fl_form_urlencoded(&c->form, fl_slice(c->body.data, c->body.len), &err) < 0)
+        return form_status(c, err);
+    if (c->body_mode == BODY_MULTIPART && fl_uploads_json(&c->form, uploads, &err) < 0)
+        return form_status(c, err);
+    return 0;
+}
+
+/* Returns 0, or the status to answer instead. */
 static int encode_task(fl_conn_t *c)
 {
     fl_header_t hv[MAX_HEADERS];
-    fl_buf_t uri = {0};
+    fl_buf_t uri = {0}, uploads = {0};
     fl_http_req_t r;
+    bool parsed = c->body_mode == BODY_URLENC || c->body_mode == BODY_MULTIPART;
+    int status = parsed ? prepare_form(c, &uploads) : 0;
     build_request(c, &r, hv, &uri);
+    r.parsed = parsed;
+    r.uploads = fl_slice(uploads.data, uploads.len);
     fl_buf_t *fr = &c->task.frame;
     fr->len = 0;
     size_t hl = fl_frame_header_len(1);
-    int rc = fl_buf_reserve(fr, hl + 512 + c->hbuf.len * 2 + c->body.len);
-    if (rc == 0) {
+    size_t body_guess = parsed ? c->body.len + 64 : c->body.len;
+    if (!status && fl_buf_reserve(fr, hl + 512 + uploads.len + c->hbuf.len * 2 + body_guess) < 0)
+        status = 500;
+    if (!status) {
         fr->len = hl;
-        rc = c->srv->o.codec ? fl_httpv1_encode_json(fr, &r) : fl_httpv1_encode_proto(fr, &r);
+        if ((c->srv->o.codec ? fl_httpv1_encode_json(fr, &r) : fl_httpv1_encode_proto(fr, &r)) < 0)
+            status = 500;
     }
-    fl_buf_free(&uri);
-    if (rc < 0)
-        return -1;
     uint32_t ctx_len = (uint32_t)(fr->len - hl);
-    if (fl_buf_append(fr, c->body.data, c->body.len) < 0)
-        return -1;
+    const char *err = NULL;
+    if (!status && parsed && fl_form_json(&c->form, fr, &err) < 0)
+        status = form_status(c, err);
+    else if (!status && !parsed && fl_buf_append(fr, c->body.data, c->body.len) < 0)
+        status = 500;
+    fl_buf_free(&uri);
+    fl_buf_free(&uploads);
+    if (status)
+        return status;
     uint8_t flags = c->srv->o.codec ? FL_FRAME_JSON : FL_FRAME_PROTO;
     fl_frame_header((uint8_t *)fr->data, flags, 0, &ctx_len, 1, (uint32_t)(fr->len - hl));
     return 0;
@@ -474,41 +941,327 @@ static int encode_task(fl_conn_t *c)
 
 static void dispatch_request(fl_conn_t *c)
 {
-    c->busy = true;
+    if (c->srv->o.static_files.dir && fl_static_try(c, &c->srv->o.static_files))
+        return;
     c->status = 0;
-    if (encode_task(c) < 0) {
-        c->busy = false;
-        internal_error(c, "out of memory", false);
+    int status = encode_task(c);
+    if (status) {
+        answer_error(c, status, "cannot encode the request", false);
         return;
     }
+    c->busy = true;
     c->task.on_frame = task_frame;
     c->task.on_fail = task_fail;
+    c->task.label = hslice(c, 0, c->url_len); /* for the pool's log lines (exec_ttl) */
     c->task.data = c;
     c->srv->inflight++;
     fl_pool_submit(c->srv->pool, &c->task);
 }
 
+/* ---- trusted proxies (RoadRunner's proxy_ip_parser middleware) ---- */
+
+int fl_cidr_parse(const char *s, fl_cidr_t *out)
+{
+    const char *slash = strchr(s, '/');
+    char addr[INET6_ADDRSTRLEN];
+    if (!slash || slash == s || (size_t)(slash - s) >= sizeof(addr) || !slash[1])
+        return -1;
+    memcpy(addr, s, (size_t)(slash - s));
+    addr[slash - s] = '\0';
+    memset(out, 0, sizeof(*out));
+    unsigned max;
+    if (inet_pton(AF_INET, addr, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        return -1;
+    }
+    char *end;
+    unsigned long bits = strtoul(slash + 1, &end, 10);
+    if (*end || slash[1] < '0' || slash[1] > '9' || bits > max)
+        return -1;
+    out->bits = (unsigned)bits;
+    return 0;
+}
+
+static bool cidr_match(const fl_cidr_t *n, int family, const uint8_t *a)
+{
+    if (n->family != family)
+        return false;
+    unsigned full = n->bits / 8, rest = n->bits % 8;
+    if (memcmp(n->addr, a, full) != 0)
+        return false;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return !rest || (n->addr[full] & mask) == (a[full] & mask);
+}
+
+/* The peer as net.ParseIP sees it: an IPv4-mapped IPv6 address is IPv4. */
+static void peer_of(fl_conn_t *c, const struct sockaddr *sa)
+{
+    uint8_t a[16];
+    int family = sa->sa_family;
+    if (family == AF_INET) {
+        memcpy(a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (family == AF_INET6) {
+        memcpy(a, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        if (IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+            memmove(a, a + 12, 4);
+            family = AF_INET;
+        }
+    } else {
+        return;
+    }
+    inet_ntop(family, a, c->peer, sizeof(c->peer));
+    for (size_t i = 0; i < c->srv->ntrusted; i++)
+        if (cidr_match(&c->srv->trusted[i], family, a))
+            c->peer_trusted = true;
+}
+
+/* `for=` of a Forwarded header: the first for= followed by a value, up to ; , space or
+ * parenthesis, quotes trimmed (the middleware's regular expression). */
+static fl_slice_t forwarded_for(fl_slice_t v)
+{
+    for (size_t i = 0; i + 4 <= v.len; i++) {
+        if (strncasecmp(v.base + i, "for=", 4) != 0)
+            continue;
+        size_t s = i + 4, e = s;
+        while (e < v.len && !strchr("(;|, )", v.base[e]))
+            e++;
+        if (e == s)
+            continue;
+        while (s < e && v.base[s] == '"')
+            s++;
+        while (e > s && v.base[e - 1] == '"')
+            e--;
+        return fl_slice(v.base + s, e - s);
+    }
+    return FL_SLICE_NULL;
+}
+
+static fl_slice_t proxy_client(fl_conn_t *c)
+{
+    fl_slice_t v = slice_trim(fl_conn_header(c, "forwarded"));
+    if (v.base && v.len) {
+        fl_slice_t f = forwarded_for(v);
+        if (f.len)
+            return f;
+    } else if ((v = slice_trim(fl_conn_header(c, "x-forwarded-for"))).base && v.len) {
+        const char *comma = memchr(v.base, ',', v.len);
+        return slice_trim(comma ? fl_slice(v.base, (size_t)(comma - v.base)) : v);
+    } else if ((v = slice_trim(fl_conn_header(c, "x-real-ip"))).base && v.len) {
+        return v;
+    }
+    if ((v = slice_trim(fl_conn_header(c, "true-client-ip"))).base && v.len)
+        return v;
+    if ((v = slice_trim(fl_conn_header(c, "cf-connecting-ip"))).base && v.len)
+        return v;
+    return FL_SLICE_NULL;
+}
+
+static bool is_ip(fl_slice_t s)
+{
+    char b[INET6_ADDRSTRLEN];
+    uint8_t bin[16];
+    if (!s.len || s.len >= sizeof(b))
+        return false;
+    memcpy(b, s.base, s.len);
+    b[s.len] = '\0';
+    return inet_pton(AF_INET, b, bin) == 1 || inet_pton(AF_INET6, b, bin) == 1;
+}
+
+/* The client IP without its port, as RoadRunner derives it from the (rewritten) remote
+ * address: split host:port; failing that, a bare IP; failing that, "". */
+static void fetch_ip(fl_slice_t s, char *out, size_t cap)
+{
+    fl_slice_t host = FL_SLICE_NULL;
+    const char *colon = memchr(s.base, ':', s.len);
+    if (s.len && s.base[0] == '[') {
+        const char *rb = memchr(s.base, ']', s.len);
+        if (rb && rb + 1 < s.base + s.len && rb[1] == ':')
+            host = fl_slice(s.base + 1, (size_t)(rb - s.base - 1));
+    } else if (colon && !memchr(colon + 1, ':', s.len - (size_t)(colon - s.base) - 1)) {
+        host = fl_slice(s.base, (size_t)(colon - s.base));
+    }
+    if (!host.base)
+        host = is_ip(s) ? s : FL_SLICE("");
+    snprintf(out, cap, "%.*s", (int)host.len, host.base);
+}
+
+static void set_remote(fl_conn_t *c)
+{
+    memcpy(c->remote, c->peer, sizeof(c->peer));
+    if (!c->peer_trusted)
+        return;
+    fl_slice_t v = proxy_client(c);
+    if (v.base && v.len)
+        fetch_ip(v, c->remote, sizeof(c->remote));
+}
+
+/* ---- https redirect (http.ssl.redirect) ---- */
+
+static void html_escape(fl_buf_t *b, fl_slice_t s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        switch (s.base[i]) {
+        case '<': fl_buf_puts(b, "&lt;"); break;
+        case '>': fl_buf_puts(b, "&gt;"); break;
+        case '&': fl_buf_puts(b, "&amp;"); break;
+        case '"': fl_buf_puts(b, "&#34;"); break;
+        case '\'': fl_buf_puts(b, "&#39;"); break;
+        default: fl_buf_append(b, s.base + i, 1);
+        }
+    }
+}
+
+/* 308 to https://host[:ssl port]/path?query, as RoadRunner's redirect handler answers every
+ * request on the plain listener. */
+static void send_redirect(fl_conn_t *c)
+{
+    fl_slice_t target = hslice(c, 0, c->url_len);
+    fl_slice_t host = slice_trim(fl_conn_header(c, "host"));
+    if (is_absolute(target)) {
+        const char *auth = memchr(target.base, ':', target.len) + 3;
+        const char *end = target.base + target.len;
+        const char *slash = memchr(auth, '/', (size_t)(end - auth));
+        host = fl_slice(auth, (size_t)((slash ? slash : end) - auth));
+        target = slash ? fl_slice(slash, (size_t)(end - slash)) : FL_SLICE("/");
+    }
+    if (!host.base)
+        host = FL_SLICE("");
+    const char *cut = host.len && host.base[0] == '[' ? memchr(host.base, ']', host.len) : NULL;
+    cut = cut ? cut + 1 : memchr(host.base, ':', host.len);
+    if (cut)
+        host.len = (size_t)(cut - host.base);
+    fl_buf_t loc = {0}, hdr = {0}, body = {0};
+    fl_buf_printf(&loc, "https://%.*s", (int)host.len, host.base);
+    if (c->srv->o.ssl_port && c->srv->o.ssl_port != 443)
+        fl_buf_printf(&loc, ":%u", c->srv->o.ssl_port);
+    fl_buf_append(&loc, target.base, target.len);
+    fl_buf_printf(&hdr, "Location: %.*s\r\n", (int)loc.len, loc.data);
+    int m = c->parser.method;
+    if (m == HTTP_GET || m == HTTP_HEAD) {
+        fl_buf_puts(&hdr, "Content-Type: text/html; charset=utf-8\r\n");
+        fl_buf_puts(&body, "<a href=\"");
+        html_escape(&body, fl_slice(loc.data, loc.len));
+        fl_buf_puts(&body, "\">Permanent Redirect</a>.\n\n");
+    }
+    begin_response(c, 308, fl_slice(hdr.data, hdr.len), body.len);
+    if (!c->head)
+        fl_buf_append(&c->out, body.data, body.len);
+    finish_request(c);
+    fl_buf_free(&loc);
+    fl_buf_free(&hdr);
+    fl_buf_free(&body);
+}
+
+/* A complete request, before anyone answers it: the client address, the https redirect, a
+ * form that did not parse. False when it has been answered already. */
+static bool request_ready(fl_conn_t *c)
+{
+    set_remote(c);
+    if (c->srv->o.ssl_redirect && !c->ssl) {
+        send_redirect(c);
+        return false;
+    }
+    if (c->body_error) {
+        form_status(c, c->body_why);
+        answer_error(c, c->body_error, c->body_why, false);
+        return false;
+    }
+    return true;
+}
+
 /* ---- the connection state machine ---- */
+
+/* Reading the socket is wanted: parsing the next request, or draining a lingering close. */
+static bool want_read(const fl_conn_t *c)
+{
+    if (c->lingering)
+        return true;
+    return !c->busy && !c->close_after && !c->sending_file && !c->eof &&
+           c->out.len - c->out_off < OUT_HIGH_WATER;
+}
 
 static void set_interest(fl_conn_t *c)
 {
     if (c->closed)
         return;
     int mask = 0;
-    if (!c->busy && !c->close_after && c->out.len - c->out_off < OUT_HIGH_WATER)
+    if (want_read(c) || c->tls_wr_wants_read)
         mask |= FL_EV_READ;
-    if (c->out_off < c->out.len)
+    if (!c->lingering && (c->out_off < c->out.len || c->sending_file || c->tls_rd_wants_write))
         mask |= FL_EV_WRITE;
     fl_io_set(c->srv->loop, c->fd, mask, conn_io, c);
 }
 
-static void idle_timeout(fl_loop_t *loop, void *data)
+/* When this connection times out in its present state; 0 = no deadline (a worker has it). */
+static int64_t conn_deadline(const fl_conn_t *c)
+{
+    const fl_http_opts_t *o = &c->srv->o;
+    if (c->lingering)
+        return c->linger_until;
+    if (c->write_blocked)
+        return c->last_write_ms + o->write_timeout_ms;
+    if (c->busy || c->complete || c->sending_file || c->out_off < c->out.len)
+        return 0;
+    if (c->in_message)
+        return c->headers_done ? c->last_read_ms + o->read_timeout_ms
+                               : c->req_start_ms + o->read_header_timeout_ms;
+    /* waiting for a request: the first one (and the TLS handshake) under the header timeout */
+    int64_t d = c->idle_since + (c->nreqs ? o->keepalive_timeout_ms : o->read_header_timeout_ms);
+    if (c->srv->stopping) {
+        int64_t from = c->idle_since > c->srv->drain_ms ? c->idle_since : c->srv->drain_ms;
+        if (from + FL_DRAIN_IDLE_MS < d)
+            d = from + FL_DRAIN_IDLE_MS;
+    }
+    return d;
+}
+
+static void conn_timeout(fl_conn_t *c)
+{
+    if (c->write_blocked)
+        fl_info("%s: closed: the client did not read for %lld ms (write timeout)", c->remote,
+                (long long)c->srv->o.write_timeout_ms);
+    else if (c->in_message && !c->headers_done)
+        fl_info("%s: closed: request headers not complete after %lld ms (read header timeout)",
+                c->peer, (long long)c->srv->o.read_header_timeout_ms);
+    else if (c->in_message)
+        fl_info("%s: closed: no request body data for %lld ms (read timeout)", c->peer,
+                (long long)c->srv->o.read_timeout_ms);
+    conn_close(c); /* a busy worker is cancelled there, uploads removed */
+}
+
+/* One timer per connection, armed lazily: the deadline moves on every read and write, but the
+ * timer is only replaced when the deadline comes earlier; when it fires it re-checks. */
+static void conn_timer(fl_loop_t *loop, void *data)
 {
     FL_UNUSED(loop);
     fl_conn_t *c = data;
-    c->idle_timer = 0;
-    if (!c->busy && !c->complete && c->out_off == c->out.len)
-        conn_close(c);
+    c->timer = 0;
+    int64_t d = conn_deadline(c);
+    if (!d)
+        return;
+    if (fl_now_ms() >= d) {
+        conn_timeout(c);
+        return;
+    }
+    conn_arm_timer(c);
+}
+
+static void conn_arm_timer(fl_conn_t *c)
+{
+    if (c->closed)
+        return;
+    int64_t d = conn_deadline(c);
+    if (!d || (c->timer && c->timer_at <= d))
+        return;
+    fl_timer_del(c->srv->loop, c->timer);
+    int64_t left = d - fl_now_ms();
+    c->timer = fl_timer_add(c->srv->loop, left > 0 ? left : 0, conn_timer, c);
+    c->timer_at = d;
 }
 
 /* Parse what has been read; dispatch at most one request; answer parse errors. */
@@ -516,7 +1269,7 @@ static void conn_process(fl_conn_t *c)
 {
     if (c->closed)
         return;
-    while (!c->closed && !c->busy && !c->close_after && c->in.len > 0 &&
+    while (!c->closed && !c->busy && !c->close_after && !c->sending_file && c->in.len > 0 &&
            c->out.len - c->out_off < OUT_HIGH_WATER) {
         llhttp_errno_t e = llhttp_execute(&c->parser, c->in.data, c->in.len);
         size_t used = c->in.len;
@@ -525,8 +1278,11 @@ static void conn_process(fl_conn_t *c)
             llhttp_resume(&c->parser);
         } else if (e != HPE_OK) {
             int status = c->error_status ? c->error_status : 400;
-            const char *why = c->error_status ? "limit exceeded" : llhttp_get_error_reason(&c->parser);
+            const char *why = c->error_why ? c->error_why
+                              : c->error_status ? "limit exceeded"
+                                                : llhttp_get_error_reason(&c->parser);
             c->in.len = 0;
+            c->in_message = false;
             send_parse_error(c, status, why ? why : "malformed request");
             break;
         }
@@ -535,69 +1291,214 @@ static void conn_process(fl_conn_t *c)
             break;
         if (c->srv->stopping)
             c->close_after = true;
-        dispatch_request(c);
+        if (request_ready(c))
+            dispatch_request(c);
     }
     if (c->closed)
         return;
     set_interest(c);
-    if (!c->busy && !c->complete && c->out_off == c->out.len && !c->close_after) {
-        fl_timer_del(c->srv->loop, c->idle_timer);
-        int64_t idle = c->srv->stopping ? FL_DRAIN_IDLE_MS : c->srv->o.keepalive_timeout_ms;
-        c->idle_timer = fl_timer_add(c->srv->loop, idle, idle_timeout, c);
+    conn_arm_timer(c);
+}
+
+/* The file body of a static response, once out is written: sendfile, bounded per call so one
+ * big download does not hold up the loop. 1 = all sent, 0 = later (EPOLLOUT), -1 = close. In
+ * copy mode (TLS, or a file system without sendfile) a chunk is read into out instead, which the
+ * ordinary writer sends (2 = out refilled). */
+#define FILE_CHUNK (512u << 10)
+#define FILE_ROUND (4u << 20)
+static int conn_send_file(fl_conn_t *c)
+{
+    size_t round = 0;
+    while (c->file_off < c->file_end) {
+        size_t want = c->file_end - c->file_off < FILE_CHUNK ? (size_t)(c->file_end - c->file_off)
+                                                              : FILE_CHUNK;
+        if (c->file_copy) {
+            if (fl_buf_reserve(&c->out, want) < 0)
+                return -1;
+            ssize_t n = pread(c->file_fd, c->out.data, want, c->file_off);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return -1; /* the file shrank under us: the promised length cannot be kept */
+            c->out.len = (size_t)n;
+            c->out_off = 0;
+            c->file_off += n;
+            return 2;
+        }
+        if (round >= FILE_ROUND)
+            return 0;
+        ssize_t n = sendfile(c->fd, c->file_fd, &c->file_off, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+            c->file_copy = true;
+            continue;
+        }
+        if (n <= 0)
+            return -1;
+        round += (size_t)n;
     }
+    close(c->file_fd);
+    c->sending_file = false;
+    return 1;
+}
+
+/* Socket or TLS: > 0 bytes, 0 EOF, -1 error, -2 try again later. */
+static ssize_t conn_recv(fl_conn_t *c, char *buf, size_t n)
+{
+    if (c->ssl) {
+        c->tls_rd_wants_write = false;
+        ssize_t r = fl_tls_read(c->ssl, buf, n);
+        c->tls_rd_wants_write = r == FL_TLS_WANT_WRITE;
+        return r == FL_TLS_WANT_READ || r == FL_TLS_WANT_WRITE ? -2 : r;
+    }
+    for (;;) {
+        ssize_t r = read(c->fd, buf, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r < 0 ? (errno == EAGAIN ? -2 : -1) : r;
+    }
+}
+
+static ssize_t conn_send(fl_conn_t *c, const char *buf, size_t n)
+{
+    if (c->ssl) {
+        c->tls_wr_wants_read = false;
+        ssize_t r = fl_tls_write(c->ssl, buf, n);
+        c->tls_wr_wants_read = r == FL_TLS_WANT_READ;
+        return r == FL_TLS_WANT_READ || r == FL_TLS_WANT_WRITE ? -2 : r == 0 ? -1 : r;
+    }
+    for (;;) {
+        ssize_t r = write(c->fd, buf, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r < 0 ? (errno == EAGAIN ? -2 : -1) : r;
+    }
+}
+
+/* Everything is written and the connection is to end: close it, or first drain what the
+ * client may still be sending so that it gets to read our answer. */
+static void conn_end(fl_conn_t *c)
+{
+    if (!c->linger || c->eof) {
+        conn_close(c);
+        return;
+    }
+    if (c->ssl)
+        fl_tls_shutdown(c->ssl);
+    shutdown(c->fd, SHUT_WR);
+    c->lingering = true;
+    c->linger_until = fl_now_ms() + LINGER_MS;
+    set_interest(c);
+    conn_arm_timer(c);
 }
 
 static void conn_flush(fl_conn_t *c)
 {
+    bool progress = false;
+again:
     while (c->out_off < c->out.len) {
-        ssize_t n = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
+        ssize_t n = conn_send(c, c->out.data + c->out_off, c->out.len - c->out_off);
+        if (n == -2)
             break;
         if (n <= 0) {
             conn_close(c);
             return;
         }
         c->out_off += (size_t)n;
+        progress = true;
     }
-    if (c->out_off == c->out.len) {
+    if (c->out_off == c->out.len && c->sending_file) {
+        c->out.len = c->out_off = 0;
+        off_t before = c->file_off;
+        int r = conn_send_file(c);
+        if (r < 0) {
+            conn_close(c);
+            return;
+        }
+        progress |= c->file_off != before; /* EAGAIN at once is no progress (write timeout) */
+        if (r == 2)
+            goto again;
+    }
+    if (c->out_off == c->out.len && !c->sending_file) {
+        c->write_blocked = false;
         c->out.len = c->out_off = 0;
         if (c->out.cap > (1u << 20))
             fl_buf_free(&c->out);
         if (c->close_after && !c->busy) {
-            conn_close(c);
+            conn_end(c);
             return;
         }
+        if (progress && !c->busy && !c->complete)
+            c->idle_since = fl_now_ms(); /* an answer went out: the keep-alive wait starts */
         conn_process(c); /* resume pipelined requests held back by the high-water mark */
         return;
     }
+    if (progress || !c->write_blocked)
+        c->last_write_ms = fl_now_ms();
+    c->write_blocked = true;
     set_interest(c);
+    conn_arm_timer(c);
 }
 
-static void conn_read(fl_conn_t *c)
+/* Lingering close: whatever still comes is dropped, until EOF or the deadline. */
+static void linger_read(fl_conn_t *c)
 {
-    for (int i = 0; i < 4; i++) {
-        if (fl_buf_reserve(&c->in, READ_CHUNK) < 0) {
-            conn_close(c);
-            return;
-        }
-        ssize_t n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+    char buf[16384];
+    for (;;) {
+        ssize_t n = read(c->fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
-            break;
+            return;
         if (n <= 0) {
             conn_close(c);
             return;
         }
+    }
+}
+
+static void conn_read(fl_conn_t *c)
+{
+    if (c->lingering) {
+        linger_read(c);
+        return;
+    }
+    size_t got = 0;
+    while (got < 4 * READ_CHUNK) {
+        if (fl_buf_reserve(&c->in, READ_CHUNK) < 0) {
+            conn_close(c);
+            return;
+        }
+        ssize_t n = conn_recv(c, c->in.data + c->in.len, c->in.cap - c->in.len);
+        if (n == -2)
+            break;
+        if (n < 0) {
+            conn_close(c);
+            return;
+        }
+        if (n == 0) {
+            c->eof = true;
+            break;
+        }
         c->in.len += (size_t)n;
-        if ((size_t)n < READ_CHUNK)
+        got += (size_t)n;
+        /* a short plain read drained the socket; TLS hands out one record per call */
+        if (!c->ssl && (size_t)n < READ_CHUNK)
             break;
     }
-    fl_timer_del(c->srv->loop, c->idle_timer);
-    c->idle_timer = 0;
+    if (got)
+        c->last_read_ms = fl_now_ms();
     conn_process(c);
+    if (c->closed || !c->eof)
+        return;
+    /* The client is done sending: answer what it asked for, then close. */
+    if (c->busy || c->complete || c->sending_file || c->out_off < c->out.len)
+        c->close_after = true;
+    else
+        conn_close(c);
 }
 
 static void conn_io(fl_loop_t *loop, int fd, int events, void *data)
@@ -605,12 +1506,12 @@ static void conn_io(fl_loop_t *loop, int fd, int events, void *data)
     FL_UNUSED(loop);
     FL_UNUSED(fd);
     fl_conn_t *c = data;
-    if (events & FL_EV_WRITE) {
+    if ((events & FL_EV_WRITE) || ((events & FL_EV_READ) && c->tls_wr_wants_read)) {
         conn_flush(c);
         if (c->closed)
             return;
     }
-    if (events & FL_EV_READ)
+    if (((events & FL_EV_READ) && want_read(c)) || ((events & FL_EV_WRITE) && c->tls_rd_wants_write))
         conn_read(c);
 }
 
@@ -623,8 +1524,10 @@ static void conn_free_later(fl_loop_t *loop, void *data)
     fl_buf_free(&c->hbuf);
     fl_buf_free(&c->body);
     fl_buf_free(&c->rhead);
+    fl_buf_free(&c->rtrail);
     fl_buf_free(&c->rbody);
     fl_buf_free(&c->task.frame);
+    fl_form_free(&c->form);
     free(c);
 }
 
@@ -635,13 +1538,23 @@ static void conn_close(fl_conn_t *c)
     fl_http_server_t *s = c->srv;
     c->closed = true;
     if (c->busy) {
-        fl_pool_cancel(s->pool, &c->task);
-        s->inflight--;
-        c->busy = false;
+        fl_pool_cancel(s->pool, &c->task); /* the pool stops a stream and drains the worker */
+        task_release(c);
     }
-    fl_timer_del(s->loop, c->idle_timer);
+    request_cleanup(c);
+    fl_timer_del(s->loop, c->timer);
+    c->timer = 0;
     fl_io_del(s->loop, c->fd);
+    if (c->ssl) {
+        if (!c->lingering && !c->eof)
+            fl_tls_shutdown(c->ssl);
+        fl_tls_free(c->ssl);
+        c->ssl = NULL;
+    }
     close(c->fd);
+    if (c->sending_file)
+        close(c->file_fd);
+    c->sending_file = false;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -665,6 +1578,41 @@ static void conn_close(fl_conn_t *c)
 
 /* ---- server ---- */
 
+static void uploads_init(fl_http_server_t *s)
+{
+    const char *dir = s->o.uploads_dir;
+    if (dir && *dir) {
+        /* PHP gets absolute tmpName paths (§6.5), whatever the working directory */
+        s->uploads_dir = realpath(dir, NULL);
+        if (!s->uploads_dir) {
+            fl_warn("http.uploads.dir %s: %s (uploads will fail with error 6)", dir, strerror(errno));
+            s->uploads_dir = strdup(dir);
+        }
+    }
+    s->uploads = (fl_upload_conf_t){
+        .dir = s->uploads_dir,
+        .forbid = s->o.uploads_forbid,
+        .allow = s->o.uploads_allow,
+        .uid = s->o.uploads_uid,
+        .gid = s->o.uploads_gid,
+    };
+}
+
+static void trusted_init(fl_http_server_t *s)
+{
+    size_t n = 0;
+    for (char *const *p = s->o.trusted_subnets; p && *p; p++)
+        n++;
+    if (!n || !(s->trusted = calloc(n, sizeof(*s->trusted))))
+        return;
+    for (char *const *p = s->o.trusted_subnets; *p; p++) {
+        if (fl_cidr_parse(*p, &s->trusted[s->ntrusted]) == 0)
+            s->ntrusted++;
+        else
+            fl_warn("http.trusted_subnets: %s is not a CIDR: ignored", *p);
+    }
+}
+
 void fl_http_init(fl_http_server_t *s, fl_loop_t *loop, fl_pool_t *pool, const fl_http_opts_t *o)
 {
     settings_init();
@@ -672,11 +1620,29 @@ void fl_http_init(fl_http_server_t *s, fl_loop_t *loop, fl_pool_t *pool, const f
     s->loop = loop;
     s->pool = pool;
     s->o = *o;
-    if (!s->o.keepalive_timeout_ms)
+    if (s->o.keepalive_timeout_ms <= 0)
         s->o.keepalive_timeout_ms = 75000;
+    if (s->o.read_header_timeout_ms <= 0)
+        s->o.read_header_timeout_ms = 60000;
+    if (s->o.read_timeout_ms <= 0)
+        s->o.read_timeout_ms = 60000;
+    if (s->o.write_timeout_ms <= 0)
+        s->o.write_timeout_ms = 60000;
+    uploads_init(s);
+    trusted_init(s);
 }
 
-void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, socklen_t salen)
+void fl_http_free(fl_http_server_t *s)
+{
+    free(s->uploads_dir);
+    free(s->trusted);
+    s->uploads_dir = NULL;
+    s->trusted = NULL;
+    s->ntrusted = 0;
+}
+
+void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, socklen_t salen,
+                    bool tls)
 {
     FL_UNUSED(salen);
     fl_conn_t *c = calloc(1, sizeof(*c));
@@ -686,11 +1652,15 @@ void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, sock
     }
     c->srv = s;
     c->fd = fd;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->remote, sizeof(c->remote));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->remote,
-                  sizeof(c->remote));
+    c->clen = -1;
+    peer_of(c, sa);
+    memcpy(c->remote, c->peer, sizeof(c->peer));
+    if (tls && (!s->o.tls || !(c->ssl = fl_tls_new(s->o.tls, fd)))) {
+        fl_warn("%s: cannot start a TLS session: %s", c->peer, fl_tls_last_error());
+        close(fd);
+        free(c);
+        return;
+    }
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
     c->next = s->conns;
@@ -698,11 +1668,12 @@ void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, sock
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    c->idle_since = fl_now_ms();
     if (fl_io_set(s->loop, fd, FL_EV_READ, conn_io, c) < 0) {
         conn_close(c);
         return;
     }
-    c->idle_timer = fl_timer_add(s->loop, s->o.keepalive_timeout_ms, idle_timeout, c);
+    conn_arm_timer(c);
 }
 
 void fl_http_flush(fl_http_server_t *s)
@@ -718,18 +1689,18 @@ void fl_http_flush(fl_http_server_t *s)
 void fl_http_drain(fl_http_server_t *s)
 {
     s->stopping = true;
+    s->drain_ms = fl_now_ms();
     fl_conn_t *next;
     for (fl_conn_t *c = s->conns; c; c = next) {
         next = c->next;
-        if (c->busy || c->complete) {
+        if (c->busy || c->complete || c->sending_file) {
             c->close_after = true; /* its response, not written yet, will say so */
             continue;
         }
         /* Closing an idle keep-alive connection races with a request the client may be sending
          * right now. Give it a short window instead: a request that arrives is served with
          * "Connection: close" (stopping is set), and only a connection still idle is closed. */
-        fl_timer_del(s->loop, c->idle_timer);
-        c->idle_timer = fl_timer_add(s->loop, FL_DRAIN_IDLE_MS, idle_timeout, c);
+        conn_arm_timer(c);
     }
     if (s->nconns == 0 && s->on_drained)
         s->on_drained(s, s->data);
@@ -739,4 +1710,50 @@ void fl_http_close_all(fl_http_server_t *s)
 {
     while (s->conns)
         conn_close(s->conns);
+}
+
+/* ---- answering from outside (reactor/static.c) ---- */
+
+fl_slice_t fl_conn_method(const fl_conn_t *c)
+{
+    return fl_slice_cstr(llhttp_method_name((llhttp_method_t)c->parser.method));
+}
+
+fl_slice_t fl_conn_target(const fl_conn_t *c)
+{
+    return fl_slice(c->hbuf.data, c->url_len);
+}
+
+fl_slice_t fl_conn_header(const fl_conn_t *c, const char *name)
+{
+    for (unsigned i = 0; i < c->nhdrs; i++) {
+        const hdr_idx_t *h = &c->hdrs[i];
+        if (fl_slice_ieq(fl_slice(c->hbuf.data + h->name_off, h->name_len), name))
+            return fl_slice(h->value_len ? c->hbuf.data + h->value_off : "", h->value_len);
+    }
+    return FL_SLICE_NULL;
+}
+
+void fl_conn_respond(fl_conn_t *c, int status, fl_slice_t headers, fl_slice_t body)
+{
+    begin_response(c, status, headers, body.len);
+    if (!c->head && body.len)
+        fl_buf_append(&c->out, body.base, body.len);
+    finish_request(c);
+}
+
+void fl_conn_respond_file(fl_conn_t *c, int status, fl_slice_t headers, int fd, uint64_t off,
+                          uint64_t len)
+{
+    begin_response(c, status, headers, (size_t)len);
+    if (c->head || len == 0) {
+        close(fd);
+    } else {
+        c->sending_file = true;
+        c->file_copy = c->ssl != NULL; /* OpenSSL encrypts in user space: no sendfile */
+        c->file_fd = fd;
+        c->file_off = (off_t)off;
+        c->file_end = (off_t)(off + len);
+    }
+    finish_request(c);
 }

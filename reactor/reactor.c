@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "informer.h"
 #include "log.h"
 #include "proctitle.h"
 #include "reactor.h"
@@ -22,6 +23,7 @@ typedef struct {
     int sigfd;
     bool accepting, ready, stopping;
     int exit_code;
+    fl_informer_t informer; /* answers the master's informer / resetter requests */
 } fl_reactor_t;
 
 static void send_msg(fl_reactor_t *r, const char *msg)
@@ -44,10 +46,15 @@ static void update_accepting(fl_reactor_t *r)
     bool want = r->ready && !r->stopping && !saturated(r);
     if (want == r->accepting)
         return;
-    if (want)
-        fl_io_set(r->loop, r->o.listen_fd, FL_EV_READ | FL_EV_EXCLUSIVE, accept_io, r);
-    else
-        fl_io_del(r->loop, r->o.listen_fd);
+    int fds[2] = {r->o.listen_fd, r->o.ssl_listen_fd}; /* plain, TLS; -1 when absent */
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] < 0)
+            continue;
+        if (want)
+            fl_io_set(r->loop, fds[i], FL_EV_READ | FL_EV_EXCLUSIVE, accept_io, r);
+        else
+            fl_io_del(r->loop, fds[i]);
+    }
     r->accepting = want;
 }
 
@@ -69,7 +76,7 @@ static void accept_io(fl_loop_t *loop, int fd, int events, void *data)
         }
         int one = 1;
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        fl_http_accept(&r->http, c, (struct sockaddr *)&ss, len);
+        fl_http_accept(&r->http, c, (struct sockaddr *)&ss, len, fd == r->o.ssl_listen_fd);
         update_accepting(r);
     }
 }
@@ -163,6 +170,9 @@ static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
         case SIGQUIT:
             begin_stop(r, "signal");
             break;
+        case SIGUSR1:
+            fl_log_reopen();
+            break;
         default:
             break;
         }
@@ -179,6 +189,10 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
         /* The master is gone: nobody supervises us any more, so wind down. */
         fl_io_del(loop, fd);
         begin_stop(r, "the master went away");
+    } else if (n == (ssize_t)strlen(FL_MSG_RESET) && memcmp(buf, FL_MSG_RESET, (size_t)n) == 0) {
+        fl_pool_reset(r->pool); /* rr reset: rolling restart of the PHP workers */
+    } else if (n > 0) {
+        fl_informer_handle(&r->informer, buf, (size_t)n); /* RPC: "WORKERS id", "RESET id" */
     }
 }
 
@@ -231,12 +245,16 @@ int fl_reactor_main(const fl_reactor_opts_t *o)
     fl_http_init(&r.http, r.loop, r.pool, &o->http);
     r.http.on_drained = on_drained;
     r.http.data = &r;
+    fl_informer_init(&r.informer, r.loop, r.pool, o->chan_fd,
+                     o->pool.reset_timeout_ms + o->pool.allocate_timeout_ms);
     fl_io_set(r.loop, o->chan_fd, FL_EV_READ, chan_io, &r);
     fl_loop_before_sleep(r.loop, before_sleep, &r);
     if (fl_pool_start(r.pool) == 0)
         fl_loop_run(r.loop);
+    fl_informer_stop(&r.informer);
     fl_http_flush(&r.http);
     fl_http_close_all(&r.http);
+    fl_http_free(&r.http);
     fl_pool_free(r.pool); /* SIGKILLs whatever worker is left */
     r.pool = NULL;
     reap(&r);

@@ -9,10 +9,12 @@
 /* Channel messages (SOCK_SEQPACKET: one message per send, text). */
 #define FL_MSG_READY "READY"       /* reactor → master: pool warm, accepting */
 #define FL_MSG_FAIL "FAIL "        /* reactor → master: start-up failed, then the reason */
+#define FL_MSG_RESET "RESET"       /* master → reactor: rolling restart of its PHP workers */
 
 typedef struct {
     unsigned slot;
     int listen_fd;
+    int ssl_listen_fd; /* http.ssl listener, -1 when there is none (TLS context in http.tls) */
     int chan_fd;
     fl_pool_opts_t pool;     /* argv, envp, sizes, timeouts; callbacks are the reactor's */
     fl_http_opts_t http;

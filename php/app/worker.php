@@ -40,6 +40,10 @@
  *   /stream?n=3       streamed response of n chunks "chunk 1\n" .. "chunk n\n"
  *                     (optional &delay=ms between chunks)
  *   /early-hints      103 with a Link header, then 200 "hints sent\n"
+ *   /upload           JSON: every uploaded file (field path => name, mime, size, error,
+ *                     tmpName, sha1 of the temp file, exists) and the parsed form body
+ *   /header?name=N&value=V  responds with that header (value[]=a&value[]=b: several values;
+ *                     &trailer=T also sends T as a trailer), for header injection tests
  *   anything else     404 "not found\n"
  */
 
@@ -133,6 +137,39 @@ $handle = static function (Request $req) use ($http): void {
                 }
             })();
             $http->respondStream(200, $chunks, $text);
+            return;
+
+        case '/upload':
+            $files = [];
+            $walk = static function (array $tree, string $path) use (&$walk, &$files): void {
+                foreach ($tree as $key => $node) {
+                    $p = $path === '' ? (string) $key : $path . '[' . $key . ']';
+                    if (is_array($node) && array_key_exists('tmpName', $node)) {
+                        $tmp = (string) $node['tmpName'];
+                        $ok = $tmp !== '' && is_file($tmp);
+                        $files[$p] = $node + [
+                            'exists' => $ok,
+                            'sha1' => $ok ? sha1_file($tmp) : null,
+                            'onDisk' => $ok ? filesize($tmp) : null,
+                        ];
+                    } elseif (is_array($node)) {
+                        $walk($node, $p);
+                    }
+                }
+            };
+            $walk($req->uploads, '');
+            $out = ['files' => (object) $files, 'parsed' => $req->parsed, 'body' => $req->parsedBody];
+            $http->respond(200, json_encode($out, $jsonFlags) . "\n", $json);
+            return;
+
+        case '/header':
+            $v = $q['value'] ?? '';
+            $headers = [(string) ($q['name'] ?? 'X-Test') => is_array($v) ? array_values(array_map('strval', $v)) : [(string) $v]];
+            if (isset($q['trailer']) && is_string($q['trailer'])) {
+                $headers['Trailer'] = [$q['trailer']];
+                $headers[$q['trailer']] = ['trailer-value'];
+            }
+            $http->respond(200, "ok\n", $headers);
             return;
 
         case '/early-hints':

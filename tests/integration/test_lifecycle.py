@@ -315,3 +315,20 @@ def _ok(s):
         return s.get("/").status == 200
     except OSError:
         return False
+
+
+def test_sigusr1_reopens_log_files():
+    d = tempfile.mkdtemp(prefix="fl-logs-")
+    log = os.path.join(d, "forkline.log")
+    # a server whose log goes to a file: rotate it, USR1, and see new lines in the new file
+    s = Server(reactors=1, workers=1, extra="logs:\n  output: %s\n  level: info\n" % log)
+    s.start(wait=False)
+    try:
+        assert wait_for(lambda: os.path.exists(log) and " ready: http" in open(log).read(), 15)
+        os.rename(log, log + ".1")
+        s.proc.send_signal(signal.SIGUSR1)
+        assert wait_for(lambda: os.path.exists(log) and "log files reopened" in open(log).read(), 10)
+        s.get("/exit")  # a worker failure is logged by the reactor: into the new file too
+        assert wait_for(lambda: "failed" in open(log).read(), 10), open(log).read()
+    finally:
+        assert s.stop() == 0

@@ -16,11 +16,19 @@ use Forkline\HttpWorker;
 
 $http = HttpWorker::create();
 $n = 0;
+$log = getenv('EXEC_LOG');          // every task received is appended here: "pid path"
+$delay = getenv('STOP_DELAY_MS');   // time between the ERROR and the stop frames (Octane's listeners)
 while (($req = $http->waitRequest()) !== null) {
     $n++;
+    if (is_string($log) && $log !== '') {
+        file_put_contents($log, getmypid() . ' ' . $req->path() . "\n", FILE_APPEND | LOCK_EX);
+    }
     if ($n === 2) {
         fwrite(STDERR, 'stop_after_error ' . getmypid() . ": task 2 -> error + stop\n");
         $http->error('octane-like failure on task 2');
+        if (is_string($delay) && is_numeric($delay)) {
+            usleep((int) $delay * 1000);
+        }
         $http->stop();
         continue;
     }

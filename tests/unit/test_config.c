@@ -11,6 +11,7 @@
 #include "../../lib/log.c"
 #include "../../master/conftree.c"
 #include "../../master/config.c"
+#include "../../master/svcconf.c" /* kv, metrics, status sections */
 
 /* --- helpers -------------------------------------------------------------------------------- */
 
@@ -839,6 +840,67 @@ static void test_octane_invocation(void)
     fl_conf_free(&c);
 }
 
+/* forkline's HTTP front keys: uploads, trusted subnets, TLS, timeouts. */
+static void test_http_front(void)
+{
+    fl_conf_t c;
+    LOAD_OK(&c, "version: \"3\"\nserver:\n  command: php\nhttp:\n  address: :8080\n", NULL, 0);
+    CU_ASSERT_EQUAL(c.http.read_header_timeout_ms, 60000);
+    CU_ASSERT_EQUAL(c.http.read_timeout_ms, 60000);
+    CU_ASSERT_EQUAL(c.http.write_timeout_ms, 60000);
+    CU_ASSERT_EQUAL(c.http.idle_timeout_ms, 75000);
+    CU_ASSERT_FALSE(c.http.ssl.enabled);
+    CU_ASSERT_PTR_NULL(c.http.uploads.dir);
+    fl_conf_free(&c);
+    const char *cert = write_file("cert.pem", "x"), *key = write_file("key.pem", "y");
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "version: \"3\"\nserver:\n  command: php\nhttp:\n  address: :8080\n"
+             "  middleware: [headers, proxy_ip_parser]\n"
+             "  trusted_subnets: [10.0.0.0/8, \"::1/128\"]\n"
+             "  uploads:\n    dir: /tmp\n    forbid: [.PHP, .exe]\n    allow: [.Png]\n"
+             "  read_header_timeout: 2s\n  read_timeout: 3s\n  write_timeout: 4s\n"
+             "  idle_timeout: 5s\n"
+             "  ssl:\n    address: 127.0.0.1:8443\n    redirect: true\n    cert: %s\n    key: %s\n"
+             "    client_auth_type: require_and_verify_client_cert\n",
+             cert, key);
+    LOAD_OK(&c, yaml, NULL, 0);
+    CU_ASSERT_EQUAL(c.http.nmiddleware, 2);
+    CU_ASSERT_STRING_EQUAL(c.http.middleware[1], "proxy_ip_parser");
+    CU_ASSERT_EQUAL(c.http.ntrusted_subnets, 2);
+    CU_ASSERT_STRING_EQUAL(c.http.uploads.dir, "/tmp");
+    CU_ASSERT_STRING_EQUAL(c.http.uploads.forbid[0], ".php"); /* compared lower-cased */
+    CU_ASSERT_STRING_EQUAL(c.http.uploads.allow[0], ".png");
+    CU_ASSERT_EQUAL(c.http.read_header_timeout_ms, 2000);
+    CU_ASSERT_EQUAL(c.http.idle_timeout_ms, 5000);
+    CU_ASSERT_TRUE(c.http.ssl.enabled && c.http.ssl.redirect);
+    CU_ASSERT_EQUAL(c.http.ssl.port, 8443);
+    CU_ASSERT_EQUAL(c.http.ssl.client_auth, FL_CLIENT_AUTH_REQUIRE_VERIFY);
+    fl_conf_free(&c);
+    /* ssl.address defaults to 127.0.0.1:443 */
+    snprintf(yaml, sizeof(yaml),
+             "version: \"3\"\nserver:\n  command: php\nhttp:\n  ssl:\n    cert: %s\n    key: %s\n",
+             cert, key);
+    LOAD_OK(&c, yaml, NULL, 0);
+    CU_ASSERT_STRING_EQUAL(c.http.ssl.address, "127.0.0.1:443");
+    CU_ASSERT_EQUAL(c.http.ssl.port, 443);
+    fl_conf_free(&c);
+    const char *head = "version: \"3\"\nserver:\n  command: php\nhttp:\n";
+    snprintf(yaml, sizeof(yaml), "%s  trusted_subnets: [10.0.0.0/33]\n", head);
+    load_fails(yaml, NULL, 0, "http.trusted_subnets: invalid CIDR address: 10.0.0.0/33");
+    snprintf(yaml, sizeof(yaml), "%s  trusted_subnets: [10.0.0.1]\n", head);
+    load_fails(yaml, NULL, 0, "invalid CIDR address: 10.0.0.1");
+    snprintf(yaml, sizeof(yaml), "%s  ssl:\n    cert: /nonexistent/c.pem\n    key: %s\n", head, key);
+    load_fails(yaml, NULL, 0, "http.ssl.cert: cert file '/nonexistent/c.pem' does not exist");
+    snprintf(yaml, sizeof(yaml), "%s  ssl:\n    cert: %s\n", head, cert);
+    load_fails(yaml, NULL, 0, "http.ssl.key: key file is required with TLS");
+    snprintf(yaml, sizeof(yaml), "%s  ssl:\n    address: nope\n    cert: %s\n    key: %s\n", head,
+             cert, key);
+    load_fails(yaml, NULL, 0, "malformed ssl address");
+    snprintf(yaml, sizeof(yaml), "%s  ssl:\n    client_auth_type: maybe\n", head);
+    load_fails(yaml, NULL, 0, "http.ssl.client_auth_type");
+}
+
 static void cleanup(void)
 {
     char path[PATH_MAX];
@@ -874,6 +936,7 @@ static const fl_test_t tests[] = {
     {"failed load keeps old", test_failed_load_keeps_old},
     {"tree api", test_tree_api},
     {"octane invocation", test_octane_invocation},
+    {"http front", test_http_front},
     {"cleanup", cleanup},
     {NULL, NULL},
 };

@@ -332,6 +332,27 @@ static void test_parsed_and_uploads(void)
     fl_buf_free(&want);
 }
 
+/* Middleware attributes: proto field 10 (one value per HeaderValue), a JSON object of strings. */
+static void test_attributes(void)
+{
+    static const fl_header_t attrs[] = {T_H("ipAddress", "203.0.113.7"), T_H("k\"q", "v\n")};
+    fl_http_req_t r = {.method = T_S("GET"), .attributes = attrs, .nattributes = 2};
+    fl_buf_t got = {0}, want = {0};
+    CU_ASSERT_EQUAL(fl_httpv1_encode_json(&got, &r), 0);
+    t_expect_str(&got, "{\"remoteAddr\":\"\",\"protocol\":\"\",\"method\":\"GET\",\"uri\":\"\","
+                       "\"headers\":{},\"cookies\":{},\"rawQuery\":\"\",\"parsed\":false,"
+                       "\"uploads\":null,\"attributes\":{\"ipAddress\":\"203.0.113.7\","
+                       "\"k\\\"q\":\"v\\u000a\"}}");
+    got.len = 0;
+    CU_ASSERT_EQUAL(fl_httpv1_encode_proto(&got, &r), 0);
+    CU_ASSERT_EQUAL(pb_put_bytes(&want, 3, "GET", 3), 0);
+    t_put_entry(&want, 10, "ipAddress", (const char *[]){"203.0.113.7"}, 1);
+    t_put_entry(&want, 10, "k\"q", (const char *[]){"v\n"}, 1);
+    t_expect_bytes(got.data, got.len, want.data, want.len);
+    fl_buf_free(&got);
+    fl_buf_free(&want);
+}
+
 /* More headers and cookies than the on-stack arrays hold, and multi-byte varint lengths. */
 static void test_many_headers_and_cookies(void)
 {
@@ -665,6 +686,7 @@ static const fl_test_t tests[] = {
     {"cookies (proto)", test_cookies_proto},
     {"json escaping", test_json_escaping},
     {"parsed and uploads", test_parsed_and_uploads},
+    {"attributes", test_attributes},
     {"many headers and cookies", test_many_headers_and_cookies},
     {"6.6 response frame", test_response_spec},
     {"6.7 103 early hints frame", test_response_103_spec},
