@@ -26,9 +26,6 @@ typedef struct {
  * reactors then keep serving. */
 int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f);
 
-/* Opens a listening TCP socket for "host:port" (host may be empty, a name, an IPv4 address or a
- * bracketed IPv6 one). Returns the fd or -1 with err filled. */
-int fl_listen_tcp(const char *address, char *err, size_t errlen);
 
 /* The file where the master records the outcome of each reload (next to .pid; see `reload`). */
 #define FL_RELOAD_STATUS_FILE ".pid.reload"

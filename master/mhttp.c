@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "mhttp.h"
+#include "net.h"
 
 #define MH_MAX_HEAD 16384
 #define MH_MAX_CONNS 256
@@ -207,54 +208,12 @@ static void mh_accept(fl_loop_t *loop, int fd, int events, void *data)
     }
 }
 
-static int mh_bind(const char *addr, char *err, size_t errlen)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon || !colon[1]) {
-        snprintf(err, errlen, "%s: expected host:port", addr);
-        return -1;
-    }
-    char host[256];
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= sizeof(host))
-        hl = sizeof(host) - 1;
-    memcpy(host, addr, hl);
-    host[hl] = 0;
-    char *h = host;
-    if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
-        h[hl - 1] = 0;
-        h++;
-    }
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res;
-    int rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "%s: %s", addr, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
-            snprintf(err, errlen, "%s: %s", addr, strerror(errno));
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
-    return fd;
-}
 
 fl_mhttp_t *fl_mhttp_listen(fl_loop_t *loop, const char *addr, int64_t timeout_ms, fl_mhttp_fn fn,
                             void *ctx, char *err, size_t errlen)
 {
     static bool atfork;
-    int fd = mh_bind(addr, err, errlen);
+    int fd = fl_listen_tcp(addr, 128, err, errlen);
     if (fd < 0)
         return NULL;
     fl_mhttp_t *s = calloc(1, sizeof(*s));

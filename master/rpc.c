@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "net.h"
 #include "rpc.h"
 
 #define RPCS_DEF_MAX_FRAME (64u * 1024 * 1024 - 4096) /* + header: the buffer stays <= 64 MiB */
@@ -83,44 +84,10 @@ static void rpcs_register_atfork(void)
 
 static int rpcs_listen_tcp(const char *addr, char *err, size_t errlen)
 {
-    const char *colon = strrchr(addr, ':');
-    if (!colon || !colon[1]) {
-        snprintf(err, errlen, "rpc.listen tcp://%s: expected host:port", addr);
-        return -1;
-    }
-    char host[256];
-    size_t hl = (size_t)(colon - addr);
-    if (hl >= sizeof(host))
-        hl = sizeof(host) - 1;
-    memcpy(host, addr, hl);
-    host[hl] = 0;
-    char *h = host;
-    if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
-        h[hl - 1] = 0;
-        h++;
-    }
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res;
-    int rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "rpc.listen tcp://%s: %s", addr, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 511) < 0) {
-            snprintf(err, errlen, "rpc.listen tcp://%s: %s", addr, strerror(errno));
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(res);
+    char why[512];
+    int fd = fl_listen_tcp(addr, 511, why, sizeof(why));
+    if (fd < 0)
+        snprintf(err, errlen, "rpc.listen tcp://%s", why);
     return fd;
 }
 

@@ -10,6 +10,7 @@
 #include "../../relay/frame.c"
 #include "../../protocols/pb.c"
 #include "../../protocols/rpc.c"
+#include "../../lib/net.c"
 #include "../../master/rpc.c"
 #include "../../master/hmap.c"
 #include "../../master/deadline.c"

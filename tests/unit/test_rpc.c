@@ -16,6 +16,7 @@
 #include "../../protocols/pb.c"
 #include "../../protocols/rpc.c"
 #include "../../reactor/ev.c"
+#include "../../lib/net.c"
 #include "../../master/rpc.c"
 #include "../../master/conftree.c"
 #include "../../master/ctl.c"
