@@ -672,29 +672,6 @@ void fl_form_free(fl_form_t *f)
 /* ------------------------------------------------------------------------------------ */
 /* Names → path segments (fetchIndexes)                                                   */
 
-/* Length of the valid UTF-8 sequence at s, or 0 (Go's utf8.DecodeRune rules). */
-static size_t form_utf8_len(const uint8_t *s, size_t n)
-{
-    uint8_t c = s[0], lo = 0x80, hi = 0xbf;
-    size_t k = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-    if (c < 0xc2 || c > 0xf4 || n < k)
-        return 0;
-    if (c == 0xe0)
-        lo = 0xa0;
-    else if (c == 0xed)
-        hi = 0x9f;
-    else if (c == 0xf0)
-        lo = 0x90;
-    else if (c == 0xf4)
-        hi = 0x8f;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < k; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    return k;
-}
-
 size_t fl_form_split_name(fl_slice_t name, char *out, size_t *lens)
 {
     const uint8_t *s = (const uint8_t *)name.base;
@@ -718,7 +695,7 @@ size_t fl_form_split_name(fl_slice_t name, char *out, size_t *lens)
         if (pos)
             lens[nkeys++] = 0;
         pos = 0;
-        size_t k = c < 0x80 ? 1 : form_utf8_len(s + i, name.len - i);
+        size_t k = c < 0x80 ? 1 : fl_utf8_len(s + i, name.len - i);
         if (k) {
             memcpy(out + w, s + i, k);
             w += k;

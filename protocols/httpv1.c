@@ -482,7 +482,7 @@ static const char httpv1_hexdigits[] = "0123456789abcdef";
 
 /* Length of a valid UTF-8 sequence at s (2..4), or 0. Rejects overlongs, surrogates and
  * code points above U+10FFFF, like Go's utf8.DecodeRune. */
-static size_t httpv1_utf8_len(const uint8_t *s, size_t n)
+size_t fl_utf8_len(const uint8_t *s, size_t n)
 {
     uint8_t c = s[0], lo = 0x80, hi = 0xbf;
     size_t k = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
@@ -534,7 +534,7 @@ static uint8_t *httpv1_json_escape(uint8_t *d, const uint8_t *s, size_t n)
             d = httpv1_json_esc_byte(d, c);
             i++;
         } else {
-            size_t k = httpv1_utf8_len(s + i, n - i);
+            size_t k = fl_utf8_len(s + i, n - i);
             if (k)
                 memcpy(d, s + i, k);
             else

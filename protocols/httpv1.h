@@ -58,4 +58,8 @@ void fl_http_resp_free(fl_http_resp_t *r);
  * becomes \ufffd). Returns 0, or -1 on out-of-memory (out is then left as it was). */
 int fl_httpv1_json_str(fl_buf_t *out, fl_slice_t s);
 
+/* Length of the valid UTF-8 sequence at s (2..4 bytes; n bytes available), or 0. Rejects
+ * overlongs, surrogates and code points above U+10FFFF, like Go's utf8.DecodeRune. */
+size_t fl_utf8_len(const uint8_t *s, size_t n);
+
 #endif
