@@ -140,13 +140,14 @@ fl_timer_id fl_timer_add(fl_loop_t *l, int64_t ms, fl_timer_cb cb, void *data)
         l->heap = h;
         l->capheap = cap;
     }
+    fl_timer_id id = l->next_id++;
     fl_timer_t *t = &l->heap[l->nheap];
     t->when = fl_now_ms() + ms;
-    t->id = l->next_id++;
+    t->id = id;
     t->cb = cb;
     t->data = data;
-    heap_up(l->heap, l->nheap++);
-    return t->id;
+    heap_up(l->heap, l->nheap++); /* moves *t: the id must not be read back from it */
+    return id;
 }
 
 /* Deleting is O(n) to find the id; timers are few (per worker, per request deadline). */

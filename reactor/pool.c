@@ -1193,6 +1193,7 @@ static void alloc_timeout(fl_loop_t *loop, void *data)
 
 static void enqueue(fl_pool_t *p, fl_task_t *t, bool front)
 {
+
     t->pool = p;
     t->worker = NULL;
     t->queued = true;

@@ -83,18 +83,18 @@ class Load:
 
 def test_reload_under_load_drops_nothing():
     with Server(reactors=2, workers=2) as s:
-        with Load(s.port, 50) as load:
-            for _ in range(6):
+        with Load(s.port, 50) as load:  # 50 keep-alive clients, 30 s, a SIGHUP every 2 s
+            for _ in range(15):
                 time.sleep(2)
                 s.proc.send_signal(signal.SIGHUP)
             time.sleep(2)
         assert load.ok > 500, load.ok
         assert load.bad == 0 and load.errors == 0, (load.bad, load.errors, load.details[:5])
-        assert s.output().count("reload complete") >= 3, s.output()[-3000:]
+        assert s.output().count("reload complete") >= 10, s.output()[-3000:]
         assert s.proc.poll() is None
 
 
-test_reload_under_load_drops_nothing.timeout = 90
+test_reload_under_load_drops_nothing.timeout = 120
 
 
 def test_reload_changes_pool_size():
@@ -332,3 +332,45 @@ def test_sigusr1_reopens_log_files():
         assert wait_for(lambda: "failed" in open(log).read(), 10), open(log).read()
     finally:
         assert s.stop() == 0
+
+
+def test_reload_adds_a_second_listen_address():
+    """A reload that adds http.ssl: the new generation serves on both, no restart."""
+    import ssl
+    from fl import free_port
+    from test_http import make_cert
+    d = tempfile.mkdtemp(prefix="fl-reload-tls-")
+    with Server(reactors=1, workers=1) as s:
+        cert, key = make_cert(d)
+        sport = free_port()
+        write_config(s, 1, reactors=1, extra="  ssl:\n    address: 127.0.0.1:%d\n    cert: %s\n    key: %s\n"
+                     % (sport, cert, key))
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload complete" in s.output(), 15), s.output()
+        assert s.get("/").status == 200
+        ctx = ssl.create_default_context(cafile=cert)
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", sport), timeout=10),
+                             server_hostname="localhost") as c:
+            c.sendall(raw_request("GET", "/"))
+            r = Reader(c).read()
+            assert r.status == 200 and r.body == b"Hello from forkline\n", r
+
+
+def test_rolling_reset_under_load_drops_nothing():
+    import subprocess
+    from fl import BIN, free_port
+    rport = free_port()
+    extra = "rpc:\n  listen: tcp://127.0.0.1:%d\n" % rport
+    with Server(reactors=2, workers=4, extra=extra) as s:
+        before = set(s.php_workers())
+        with Load(s.port, 50) as load:
+            for _ in range(5):
+                time.sleep(2)
+                p = subprocess.run([BIN, "reset", "-s", "-c", s.config], capture_output=True, text=True, timeout=60)
+                assert p.returncode == 0 and p.stderr == "", (p.returncode, p.stderr)
+            time.sleep(1)
+        assert load.ok > 500 and load.bad == 0 and load.errors == 0, (load.ok, load.bad, load.errors, load.details[:5])
+        assert not (set(s.php_workers()) & before)
+
+
+test_rolling_reset_under_load_drops_nothing.timeout = 120

@@ -89,7 +89,53 @@ static void test_before_sleep_runs_each_iteration(void)
     fl_loop_free(l);
 }
 
+/* Random adds and deletes: a deleted timer never fires, every other one fires exactly once.
+ * (fl_timer_add once returned the id of whichever timer heap_up had moved into its slot.) */
+static char alive[50000];
+static int fired_deleted, fired_twice;
+
+static void stress_cb(fl_loop_t *l, void *d)
+{
+    FL_UNUSED(l);
+    size_t i = (size_t)d;
+    if (alive[i] == 0)
+        fired_deleted++;
+    if (alive[i] == 2)
+        fired_twice++;
+    alive[i] = 2;
+}
+
+static void test_deleted_timers_never_fire(void)
+{
+    fl_loop_t *l = fl_loop_new(16);
+    static fl_timer_id ids[50000];
+    size_t n = 0;
+    srand(7);
+    while (n < FL_ARRAY_SIZE(ids)) {
+        if (rand() % 3 < 2) {
+            ids[n] = fl_timer_add(l, rand() % 20, stress_cb, (void *)n);
+            alive[n++] = 1;
+        } else if (n) {
+            size_t k = (size_t)rand() % n;
+            if (alive[k] == 1) {
+                fl_timer_del(l, ids[k]);
+                alive[k] = 0;
+            }
+        }
+        if (n % 500 == 0)
+            run_timers(l);
+    }
+    usleep(30000);
+    run_timers(l);
+    CU_ASSERT_EQUAL(fired_deleted, 0);
+    CU_ASSERT_EQUAL(fired_twice, 0);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_NOT_EQUAL_FATAL(alive[i], 1); /* every live timer fired */
+    fl_loop_free(l);
+}
+
 static const fl_test_t tests[] = {
+    {"deleted timers never fire", test_deleted_timers_never_fire},
     {"timers fire in deadline order", test_timers_in_order},
     {"fd events dispatch", test_io_dispatch},
     {"before-sleep hook", test_before_sleep_runs_each_iteration},
