@@ -610,6 +610,70 @@ static int conf_http(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
     return conf_http_checks(c, sec, err);
 }
 
+/* jobs.pipelines.<name>: options on the pipeline itself first, then under `config` (§2.9). */
+static int conf_pipeline(struct fl_conf_pipeline *p, const fl_cnode_t *n, fl_conf_err_t *err)
+{
+    const fl_cnode_t *cfg = NULL;
+    if (n->type != FL_CNODE_MAP)
+        return fl_cnode_error(n, err, "expected a pipeline section (driver, config)");
+    if (!(p->name = strdup(n->key)))
+        return conf_oom(err);
+    p->priority = 10;
+    p->prefetch = 100000;
+    if (fl_cget_str(n, "driver", &p->driver, err) < 0 || fl_cget_map(n, "config", &cfg, err) < 0)
+        return -1;
+    if (!p->driver || strcasecmp(p->driver, "memory") != 0)
+        return fl_cnode_error_value(fl_cnode_get(n, "driver") ? fl_cnode_get(n, "driver") : n, err,
+                                    "unsupported jobs driver (forkline has memory)");
+    const fl_cnode_t *src[2] = {cfg, n};
+    for (int i = 0; i < 2; i++)
+        if (src[i] && (fl_cget_i64(src[i], "priority", &p->priority, err) < 0 ||
+                       fl_cget_u64(src[i], "prefetch", &p->prefetch, err) < 0))
+            return -1;
+    if (p->priority <= 0)
+        p->priority = 10;
+    if (p->prefetch == 0)
+        p->prefetch = 100000;
+    return 0;
+}
+
+static int conf_jobs(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
+{
+    const fl_cnode_t *pool = NULL, *pl = NULL;
+    c->jobs.enabled = sec != NULL;
+    c->jobs.timeout_ms = 60000;
+    int64_t secs = 60;
+    if (!sec)
+        return 0;
+    if (fl_cget_i64(sec, "timeout", &secs, err) < 0 ||
+        fl_cget_strlist(sec, "consume", &c->jobs.consume, &c->jobs.nconsume, err) < 0 ||
+        fl_cget_map(sec, "pool", &pool, err) < 0 || fl_cget_map(sec, "pipelines", &pl, err) < 0)
+        return -1;
+    c->jobs.timeout_ms = secs > 0 ? secs * 1000 : 60000;
+    c->jobs.has_pool = pool != NULL;
+    if (fl_pool_conf_decode(&c->jobs.pool, pool, err) < 0)
+        return -1;
+    if (pl && pl->n) {
+        if (!(c->jobs.pipelines = calloc(pl->n, sizeof(*c->jobs.pipelines))))
+            return conf_oom(err);
+        for (size_t i = 0; i < pl->n; i++)
+            if (conf_pipeline(&c->jobs.pipelines[c->jobs.npipelines++], pl->items[i], err) < 0)
+                return -1;
+    }
+    return 0;
+}
+
+static void conf_jobs_free(fl_conf_t *c)
+{
+    fl_pool_conf_free(&c->jobs.pool);
+    fl_strlist_free(c->jobs.consume);
+    for (size_t i = 0; i < c->jobs.npipelines; i++) {
+        free(c->jobs.pipelines[i].name);
+        free(c->jobs.pipelines[i].driver);
+    }
+    free(c->jobs.pipelines);
+}
+
 /* forkline's own top-level key: `reactors: auto` (0) or 1..1024. */
 static int conf_reactors(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
 {
@@ -647,6 +711,7 @@ static const struct {
     {"rpc", conf_rpc},
     {"logs", conf_logs},
     {"http", conf_http},
+    {"jobs", conf_jobs},
 };
 
 static int conf_decode_sections(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
@@ -899,5 +964,6 @@ void fl_conf_free(fl_conf_t *c)
     free(c->http.ssl.root_ca);
     fl_pool_conf_free(&c->http.pool);
     fl_conf_services_free(c);
+    conf_jobs_free(c);
     memset(c, 0, sizeof(*c));
 }

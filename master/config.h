@@ -161,6 +161,21 @@ typedef struct fl_conf {
         int unavailable_status_code; /* 503 */
         int64_t check_timeout_ms;    /* 60 s */
     } status;
+    /* jobs (§2.9), decoded in config.c conf_jobs; the broker is master/jobs.c. */
+    struct {
+        bool enabled;  /* the jobs section exists */
+        bool has_pool; /* jobs.pool exists: each reactor runs an RR_MODE=jobs pool */
+        fl_pool_conf_t pool;
+        int64_t timeout_ms; /* jobs.timeout (seconds in config), 60 s */
+        char **consume;     /* pipelines consumed at boot; NULL-terminated */
+        size_t nconsume;
+        struct fl_conf_pipeline {
+            char *name, *driver; /* driver: "memory" (others are refused for now) */
+            int64_t priority;    /* 10; lower is served more often (see jobs.c) */
+            uint64_t prefetch;   /* 100000: most jobs of this pipeline in flight at once */
+        } *pipelines;
+        size_t npipelines;
+    } jobs;
 } fl_conf_t;
 
 /* path may be NULL (no file: empty config + overrides). Returns 0 or -1 with err->msg like

@@ -17,7 +17,9 @@
 
 #include "ev.h"
 #include "informer.h"
+#include "jobs.h"
 #include "log.h"
+#include "logconf.h"
 #include "master.h"
 #include "net.h"
 #include "proctitle.h"
@@ -243,6 +245,33 @@ static void fill_http_opts(fl_gen_t *g, fl_http_opts_t *h)
     h->ssl_port = c->http.ssl.port;
 }
 
+/* jobs.pool (master/jobs.c): num_workers is spread over the reactors like http's; called in the
+ * reactor child only, so its RR_MODE=jobs environment is never freed by the master. */
+static void fill_jobs_opts(fl_gen_t *g, unsigned slot, fl_reactor_opts_t *o)
+{
+    const fl_conf_t *c = &g->conf;
+    const fl_pool_conf_t *jc = &c->jobs.pool;
+    if (!c->jobs.has_pool || g->adopted)
+        return;
+    unsigned total = jc->num_workers ? jc->num_workers : g->nreactors;
+    o->jobs_pool = o->pool;
+    o->jobs_pool.argv = jc->command.argc ? jc->command.argv : c->server.command.argv;
+    o->jobs_pool.envp = build_env(c, "jobs");
+    o->jobs_pool.num_workers = total / g->nreactors + (slot < total % g->nreactors);
+    o->jobs_pool.max_jobs = jc->max_jobs;
+    o->jobs_pool.max_queue_size = 0; /* the master sends at most 2 jobs per worker */
+    o->jobs_pool.allocate_timeout_ms = jc->allocate_timeout_ms;
+    o->jobs_pool.destroy_timeout_ms = jc->destroy_timeout_ms;
+    o->jobs_pool.reset_timeout_ms = jc->reset_timeout_ms;
+    o->jobs_pool.debug = false;
+    o->jobs_pool.watch_tick_ms = jc->supervisor ? jc->watch_tick_ms : 0;
+    o->jobs_pool.ttl_ms = jc->ttl_ms;
+    o->jobs_pool.idle_ttl_ms = jc->idle_ttl_ms;
+    o->jobs_pool.exec_ttl_ms = jc->exec_ttl_ms;
+    o->jobs_pool.max_worker_memory = jc->max_worker_memory;
+    o->jobs_pool.name = "jobs";
+}
+
 static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_opts_t *o)
 {
     const fl_conf_t *c = &g->conf;
@@ -285,6 +314,7 @@ static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_o
     o->pool.set_ids = g->cred.set_ids;
     o->pool.uid = g->cred.uid;
     o->pool.gid = g->cred.gid;
+    fill_jobs_opts(g, slot, o);
 }
 
 static void close_all_channels(fl_master_t *m)
@@ -696,6 +726,9 @@ static void begin_reload(fl_master_t *m)
         return;
     }
     m->pending = g;
+    /* the new generation's reactors inherit the new logging; the old ones keep theirs */
+    if (fl_conf_apply_logs(&g->conf) < 0)
+        fl_warn("reload: the logs section was not applied; logging stays as it was");
     if (gen_start(g) < 0) {
         gen_retire(g, 0);
         reload_finished(m, "cannot start the new reactors");
@@ -771,6 +804,7 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
         fl_io_del(loop, fd);
         close(fd);
         s->chan = -1;
+        fl_jobs_chan_gone(s); /* its jobs in flight go back to their pipelines */
         return;
     }
     buf[n] = 0;
@@ -784,7 +818,7 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
             start_failed(g, why);
         else
             fl_error("%s", why);
-    } else {
+    } else if (!fl_jobs_chan_msg(s, fd, buf, (size_t)n)) {
         rpc_chan_msg(s, buf, (size_t)n);
     }
 }
@@ -807,6 +841,7 @@ static void reactor_exited(fl_rslot_t *s, int status)
         close(s->chan);
         s->chan = -1;
     }
+    fl_jobs_chan_gone(s);
     s->pid = 0;
     s->ready = false;
     if (g->state == G_RETIRING || m->state == M_STOPPING) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "informer.h"
+#include "jobs.h"
 #include "log.h"
 #include "proctitle.h"
 #include "reactor.h"
@@ -24,6 +25,9 @@ typedef struct {
     bool accepting, ready, stopping;
     int exit_code;
     fl_informer_t informer; /* answers the master's informer / resetter requests */
+    fl_pool_t *jobs_pool;   /* jobs.pool, NULL when not configured (reactor/jobs.c) */
+    fl_rjobs_t *jobs;
+    unsigned pools_running; /* the loop stops once every pool has stopped */
 } fl_reactor_t;
 
 static void send_msg(fl_reactor_t *r, const char *msg)
@@ -113,7 +117,16 @@ static void on_pool_stopped(fl_pool_t *p, void *data)
 {
     FL_UNUSED(p);
     fl_reactor_t *r = data;
-    fl_loop_stop(r->loop);
+    if (--r->pools_running == 0)
+        fl_loop_stop(r->loop);
+}
+
+static void on_jobs_ready(fl_pool_t *p, void *data)
+{
+    FL_UNUSED(p);
+    fl_reactor_t *r = data;
+    fl_info("reactor %u: jobs pool ready: %u workers", r->o.slot, fl_pool_size(p));
+    fl_rjobs_ready(r->jobs);
 }
 
 static void on_drained(fl_http_server_t *s, void *data)
@@ -141,6 +154,10 @@ static void begin_stop(fl_reactor_t *r, const char *why)
     fl_debug("stopping: %s", why);
     r->stopping = true;
     update_accepting(r);
+    if (r->jobs_pool) { /* jobs in flight finish; queued ones go back to the master */
+        fl_rjobs_stop(r->jobs);
+        fl_pool_shutdown(r->jobs_pool);
+    }
     fl_timer_add(r->loop, r->o.grace_period_ms, grace_expired, r);
     fl_http_drain(&r->http);
 }
@@ -150,8 +167,8 @@ static void reap(fl_reactor_t *r)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        if (r->pool)
-            fl_pool_reaped(r->pool, pid, status);
+        if (!(r->pool && fl_pool_reaped(r->pool, pid, status)) && r->jobs_pool)
+            fl_pool_reaped(r->jobs_pool, pid, status);
 }
 
 static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
@@ -183,7 +200,7 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
 {
     FL_UNUSED(events);
     fl_reactor_t *r = data;
-    char buf[256];
+    static char buf[FL_JOBS_MSG_MAX]; /* a JOB message carries a whole job */
     ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         /* The master is gone: nobody supervises us any more, so wind down. */
@@ -191,6 +208,8 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
         begin_stop(r, "the master went away");
     } else if (n == (ssize_t)strlen(FL_MSG_RESET) && memcmp(buf, FL_MSG_RESET, (size_t)n) == 0) {
         fl_pool_reset(r->pool); /* rr reset: rolling restart of the PHP workers */
+    } else if (n > 0 && r->jobs && fl_rjobs_msg(r->jobs, buf, (size_t)n)) {
+        /* a job for the jobs pool */
     } else if (n > 0) {
         fl_informer_handle(&r->informer, buf, (size_t)n); /* RPC: "WORKERS id", "RESET id" */
     }
@@ -242,6 +261,17 @@ int fl_reactor_main(const fl_reactor_opts_t *o)
     po.on_stopped = on_pool_stopped;
     po.data = &r;
     r.pool = fl_pool_new(r.loop, &po);
+    r.pools_running = 1;
+    if (o->jobs_pool.num_workers) {
+        fl_pool_opts_t jo = o->jobs_pool;
+        jo.on_ready = on_jobs_ready;
+        jo.on_fatal = on_pool_fatal;
+        jo.on_stopped = on_pool_stopped;
+        jo.data = &r;
+        r.jobs_pool = fl_pool_new(r.loop, &jo);
+        r.jobs = fl_rjobs_new(r.loop, r.jobs_pool, o->chan_fd, o->slot);
+        r.pools_running++;
+    }
     fl_http_init(&r.http, r.loop, r.pool, &o->http);
     r.http.on_drained = on_drained;
     r.http.data = &r;
@@ -249,7 +279,7 @@ int fl_reactor_main(const fl_reactor_opts_t *o)
                      o->pool.reset_timeout_ms + o->pool.allocate_timeout_ms);
     fl_io_set(r.loop, o->chan_fd, FL_EV_READ, chan_io, &r);
     fl_loop_before_sleep(r.loop, before_sleep, &r);
-    if (fl_pool_start(r.pool) == 0)
+    if (fl_pool_start(r.pool) == 0 && (!r.jobs_pool || fl_pool_start(r.jobs_pool) == 0))
         fl_loop_run(r.loop);
     fl_informer_stop(&r.informer);
     fl_http_flush(&r.http);
@@ -257,6 +287,10 @@ int fl_reactor_main(const fl_reactor_opts_t *o)
     fl_http_free(&r.http);
     fl_pool_free(r.pool); /* SIGKILLs whatever worker is left */
     r.pool = NULL;
+    if (r.jobs_pool)
+        fl_pool_free(r.jobs_pool);
+    r.jobs_pool = NULL;
+    fl_rjobs_free(r.jobs);
     reap(&r);
     fl_loop_free(r.loop);
     return r.exit_code;

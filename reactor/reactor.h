@@ -17,6 +17,7 @@ typedef struct {
     int ssl_listen_fd; /* http.ssl listener, -1 when there is none (TLS context in http.tls) */
     int chan_fd;
     fl_pool_opts_t pool;     /* argv, envp, sizes, timeouts; callbacks are the reactor's */
+    fl_pool_opts_t jobs_pool; /* RR_MODE=jobs pool (reactor/jobs.c); num_workers 0 = none */
     fl_http_opts_t http;
     int64_t grace_period_ms; /* how long a graceful stop may take */
 } fl_reactor_opts_t;

@@ -206,7 +206,8 @@ PIDS+=("$FPM_PID")
 for _ in $(seq 100); do [ -S "$TMP/fpm-cached.sock" ] && break; sleep 0.1; done
 [ -S "$TMP/fpm-cached.sock" ] || die "php-fpm did not start: $(cat "$TMP/php-fpm.out" "$TMP/php-fpm-error.log" 2>/dev/null)"
 "$NGINX" -c "$TMP/nginx.conf" -p "$TMP" -e "$TMP/nginx-error.log" >"$TMP/nginx.out" 2>&1 &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
 
 # ---- forkline ------------------------------------------------------------------------------
 start_forkline() { # $1 = extra php -d flags (they come after $OPCACHE, so they win)
@@ -296,28 +297,74 @@ cookie_of() { # side route
     if [ "$2" = /web ]; then echo "${COOKIE[$1]}"; fi
 }
 
+# ---- processes and their CPU time -------------------------------------------------------------
+children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+fl_workers() {
+    local r w
+    for r in $(children "$FL_PID"); do
+        for w in $(children "$r"); do
+            if grep -q forkline-worker /proc/"$w"/cmdline 2>/dev/null; then echo "$w"; fi
+        done
+    done
+}
+fpm_workers() { # pool
+    local w
+    for w in $(children "$FPM_PID"); do
+        if grep -q "pool $1" /proc/"$w"/cmdline 2>/dev/null; then echo "$w"; fi
+    done
+}
+php_pids() { # side -> the PHP processes serving it
+    case $1 in
+    fl) fl_workers ;;
+    nf) fpm_workers plain ;;
+    *) fpm_workers cached ;;
+    esac
+}
+front_pids() { # side -> the HTTP front: forkline's master and reactors, or nginx's workers
+    if [ "$1" = fl ]; then echo "$FL_PID"; fi
+    children "$([ "$1" = fl ] && echo "$FL_PID" || echo "$NGINX_PID")"
+}
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { # pids -> utime + stime, summed, in clock ticks
+    local p t=0 x
+    for p in "$@"; do
+        x=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' /proc/"$p"/stat 2>/dev/null || echo 0)
+        t=$((t + x))
+    done
+    echo "$t"
+}
+per_request_us() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { printf "%d", (n > 0 ? t * 1e6 / hz / n : 0) }'; }
+field() { cut -d' ' -f"$2" <<<"$1"; }
+
 declare -A RES
+# shellcheck disable=SC2086 # lists of pids are word-split on purpose
 measure() { # label side route c round
-    local cookie
+    local cookie php front p0 f0 out reqs
     cookie=$(cookie_of "$2" "$3")
     run_wrk "${URL[$2]}$3" "$4" 1 "$cookie" >/dev/null # warm-up
-    RES[$1,$3,$4,$5]=$(run_wrk "${URL[$2]}$3" "$4" "$DURATION" "$cookie")
-    log "round $5: $1 $3 c=$4: ${RES[$1,$3,$4,$5]} (req/s p50 p99 errors requests)"
+    php=$(php_pids "$2" | tr '\n' ' ')
+    front=$(front_pids "$2" | tr '\n' ' ')
+    p0=$(cpu_ticks $php)
+    f0=$(cpu_ticks $front)
+    out=$(run_wrk "${URL[$2]}$3" "$4" "$DURATION" "$cookie")
+    reqs=$(field "$out" 5)
+    RES[$1,$3,$4,$5]="$out $(per_request_us $(($(cpu_ticks $php) - p0)) "$reqs") $(per_request_us $(($(cpu_ticks $front) - f0)) "$reqs")"
+    log "round $5: $1 $3 c=$4: ${RES[$1,$3,$4,$5]} (req/s p50 p99 errors requests php-us front-us)"
 }
-# median over the rounds of each figure: "rps p50 p99 errors(sum)"
+# over the rounds: "rps p50 p99 errors php-us front-us", medians except errors (summed)
 summarize() { # label route c
     local k vals=()
     for k in $(seq "$ROUNDS"); do vals+=("${RES[$1,$2,$3,$k]}"); done
     printf '%s\n' "${vals[@]}" | awk '
-        { for (i = 1; i <= 3; i++) v[i, NR] = $i; err += $4 }
+        { for (i = 1; i <= 7; i++) v[i, NR] = $i; err += $4 }
         END {
-            for (i = 1; i <= 3; i++) {
+            for (i = 1; i <= 7; i++) {
                 n = 0
                 for (j = 1; j <= NR; j++) a[++n] = v[i, j] + 0
                 for (x = 1; x <= n; x++) for (y = x + 1; y <= n; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
                 m[i] = n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
             }
-            printf "%d %.2f %.2f %d\n", m[1], m[2], m[3], err
+            printf "%d %.2f %.2f %d %d %d\n", m[1], m[2], m[3], err, m[6], m[7]
         }'
 }
 
@@ -346,21 +393,6 @@ for s in fl nf nc; do
 done
 
 # ---- memory over N requests ------------------------------------------------------------------
-children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
-fl_workers() {
-    local r w
-    for r in $(children "$FL_PID"); do
-        for w in $(children "$r"); do
-            grep -q forkline-worker /proc/"$w"/cmdline 2>/dev/null && echo "$w"
-        done
-    done
-}
-fpm_workers() { # pool
-    local w
-    for w in $(children "$FPM_PID"); do
-        grep -q "pool $1" /proc/"$w"/cmdline 2>/dev/null && echo "$w"
-    done
-}
 rss_kb() { # pids -> "total (each ...)"
     local p tot=0 list="" kb
     for p in "$@"; do
@@ -416,7 +448,6 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$(($(date +%s) - T_START))
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 laravel=$(php -r 'require "/usr/share/php/Illuminate/autoload.php"; echo Illuminate\Foundation\Application::VERSION;')
-field() { cut -d' ' -f"$2" <<<"$1"; }
 {
     echo "Generated by \`scripts/bench_laravel.sh --duration $DURATION --rounds $ROUNDS --workers $WORKERS --mem-requests $MEM_REQUESTS\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${ELAPSED} s: $(nproc) × $cpu, Linux $(uname -r), PHP $(php -r 'echo PHP_VERSION;'), Laravel $laravel, $("$NGINX" -v 2>&1 | sed 's/.*: //'). Load average at start $LOAD_START, at end $LOAD_END. \`wrk -t2 -cC -d${DURATION}s --latency\` after a 1 s warm-up, $ROUNDS round(s) rotating the servers' order, median of each figure; on the same machine (wrk shares the cores with the servers). $WORKERS PHP processes per server. OPcache: $OPCACHE_STATUS."
     echo
@@ -439,6 +470,18 @@ field() { cut -d' ' -f"$2" <<<"$1"; }
     done
     echo
     echo "Errors (socket errors + non-2xx, summed over the rounds):${errs:- none}"
+    echo
+    echo "CPU time per request in µs (utime + stime from /proc over the measured run, median over the rounds): the PHP processes, and the HTTP front (forkline's master and reactors; nginx's workers):"
+    echo
+    echo "| route | c | forkline PHP | forkline front | fpm PHP | nginx | fpm+cache PHP | nginx |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|"
+    for r in $ROUTES; do
+        for c in $CONCURRENCY; do
+            line="| \`$r\` | $c"
+            for s in fl nf nc; do line="$line | $(field "${MED[$s,$r,$c]}" 5) | $(field "${MED[$s,$r,$c]}" 6)"; done
+            echo "$line |"
+        done
+    done
     if [ "$ROUNDS" -gt 1 ]; then
         echo
         echo "req/s of each round (in the order run):"
@@ -461,12 +504,12 @@ field() { cut -d' ' -f"$2" <<<"$1"; }
         echo
         echo "forkline's workers with the tracing JIT (\`$JIT_FLAGS\`), run after the table above:"
         echo
-        echo "| route | c | forkline + JIT req/s | p50 ms | p99 ms | vs JIT off | vs fpm |"
-        echo "|---|--:|--:|--:|--:|--:|--:|"
+        echo "| route | c | forkline + JIT req/s | p50 ms | p99 ms | PHP µs/request | vs JIT off | vs fpm |"
+        echo "|---|--:|--:|--:|--:|--:|--:|--:|"
         for r in $ROUTES; do
             for c in $CONCURRENCY; do
                 j=${MED[jit,$r,$c]}
-                echo "| \`$r\` | $c | $(field "$j" 1) | $(field "$j" 2) | $(field "$j" 3) | $(ratio "$(field "$j" 1)" "$(field "${MED[fl,$r,$c]}" 1)")× | $(ratio "$(field "$j" 1)" "$(field "${MED[nf,$r,$c]}" 1)")× |"
+                echo "| \`$r\` | $c | $(field "$j" 1) | $(field "$j" 2) | $(field "$j" 3) | $(field "$j" 5) | $(ratio "$(field "$j" 1)" "$(field "${MED[fl,$r,$c]}" 1)")× | $(ratio "$(field "$j" 1)" "$(field "${MED[nf,$r,$c]}" 1)")× |"
             done
         done
     fi

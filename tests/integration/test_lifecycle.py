@@ -374,3 +374,23 @@ def test_rolling_reset_under_load_drops_nothing():
 
 
 test_rolling_reset_under_load_drops_nothing.timeout = 120
+
+
+def test_reload_applies_the_logs_section():
+    import json
+    with Server(reactors=1, workers=1) as s:
+        write_config(s, 1, reactors=1, extra="logs:\n  mode: production\n  level: info\n")
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload complete" in s.output(), 15), s.output()
+        assert s.get("/").status == 200
+        # after the reload the lines are JSON (production mode), from the master and the new reactor
+        def json_lines():
+            out = []
+            for line in s.output().splitlines():
+                if line.startswith("{"):
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        pass
+            return out
+        assert wait_for(lambda: any(j.get("msg") == "http log" for j in json_lines()), 10), s.output()[-2000:]
