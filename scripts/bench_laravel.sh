@@ -402,18 +402,27 @@ rss_kb() { # pids -> "total (each ...)"
     done
     echo "$tot${list:+ (}${list# }${list:+)}"
 }
+# until_requests url cookie n -> requests sent: wrk c=8 in 5 s runs until at least n were answered
+until_requests() {
+    local done=0 got
+    while [ "$done" -lt "$3" ]; do
+        got=$(run_wrk "$1" 8 5 "$2" | cut -d' ' -f5)
+        [ "${got:-0}" -gt 0 ] || die "no responses from $1 during the memory check"
+        done=$((done + got))
+    done
+    echo "$done"
+}
 # shellcheck disable=SC2046 # the list of worker pids is word-split on purpose
 mem_run() { # label side route workers-cmd... -> "label|requests|rss0|rss1|rss2"
-    local label=$1 side=$2 route=$3 rps secs n1 n2 r0 r1 r2 cookie
+    local label=$1 side=$2 route=$3 n1 n2 r0 r1 r2 cookie url
     shift 3
     cookie=$(cookie_of "$side" "$route")
-    run_wrk "${URL[$side]}$route" 8 2 "$cookie" >/dev/null # warm-up
+    url=${URL[$side]}$route
+    run_wrk "$url" 8 2 "$cookie" >/dev/null # warm-up
     r0=$(rss_kb $("$@"))
-    rps=$(run_wrk "${URL[$side]}$route" 8 2 "$cookie" | cut -d' ' -f1)
-    secs=$(((MEM_REQUESTS / 2 + rps - 1) / (rps > 0 ? rps : 1) + 1))
-    n1=$(run_wrk "${URL[$side]}$route" 8 "$secs" "$cookie" | cut -d' ' -f5)
+    n1=$(until_requests "$url" "$cookie" $((MEM_REQUESTS / 2)))
     r1=$(rss_kb $("$@"))
-    n2=$(run_wrk "${URL[$side]}$route" 8 "$secs" "$cookie" | cut -d' ' -f5)
+    n2=$(until_requests "$url" "$cookie" $((MEM_REQUESTS - n1)))
     r2=$(rss_kb $("$@"))
     echo "$label|$((n1 + n2))|$r0|$r1|$r2"
     log "memory $label: $((n1 + n2)) requests: RSS kB $r0 -> $r1 -> $r2"
