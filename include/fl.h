@@ -25,7 +25,20 @@ static inline bool fl_slice_eq(fl_slice_t a, const char *lit, size_t n)
 {
     return a.len == n && memcmp(a.base, lit, n) == 0;
 }
-bool fl_slice_ieq(fl_slice_t a, const char *s); /* ASCII case-insensitive vs C string */
+/* ASCII case-insensitive vs a C string. Inline: the other side is nearly always a literal,
+ * whose strlen then folds, so most mismatches cost one length compare (a hot-path helper). */
+static inline bool fl_slice_ieq(fl_slice_t a, const char *s)
+{
+    size_t n = strlen(s);
+    if (a.len != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a.base[i], y = (unsigned char)s[i], l = x | 0x20;
+        if (x != y && (l != (y | 0x20) || l < 'a' || l > 'z'))
+            return false;
+    }
+    return true;
+}
 
 /* An owned, growable byte buffer. */
 typedef struct {
@@ -36,7 +49,17 @@ typedef struct {
 
 /* All return 0, or -1 when memory runs out (the buffer is left intact). */
 int fl_buf_reserve(fl_buf_t *b, size_t extra);
-int fl_buf_append(fl_buf_t *b, const void *p, size_t n);
+int fl_buf_append_slow(fl_buf_t *b, const void *p, size_t n);
+/* Inline when the bytes fit (the hot path appends many short pieces); grows otherwise. */
+static inline int fl_buf_append(fl_buf_t *b, const void *p, size_t n)
+{
+    if (n && b->cap - b->len >= n) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
+    return fl_buf_append_slow(b, p, n);
+}
 static inline int fl_buf_puts(fl_buf_t *b, const char *s) { return fl_buf_append(b, s, strlen(s)); }
 int fl_buf_printf(fl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void fl_buf_consume(fl_buf_t *b, size_t n); /* drop n bytes from the front */

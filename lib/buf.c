@@ -1,20 +1,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <ctype.h>
 
 #include "fl.h"
-
-bool fl_slice_ieq(fl_slice_t a, const char *s)
-{
-    size_t n = strlen(s);
-    if (a.len != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (tolower((unsigned char)a.base[i]) != tolower((unsigned char)s[i]))
-            return false;
-    return true;
-}
 
 int fl_buf_reserve(fl_buf_t *b, size_t extra)
 {
@@ -31,7 +19,7 @@ int fl_buf_reserve(fl_buf_t *b, size_t extra)
     return 0;
 }
 
-int fl_buf_append(fl_buf_t *b, const void *p, size_t n)
+int fl_buf_append_slow(fl_buf_t *b, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
@@ -45,9 +33,15 @@ int fl_buf_append(fl_buf_t *b, const void *p, size_t n)
 int fl_buf_printf(fl_buf_t *b, const char *fmt, ...)
 {
     va_list ap;
+    /* Straight into the free room when it fits (the usual case): one formatting pass. */
+    size_t room = b->cap - b->len;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
+    if (n >= 0 && (size_t)n < room) {
+        b->len += (size_t)n;
+        return 0;
+    }
     if (n < 0 || fl_buf_reserve(b, (size_t)n + 1) < 0)
         return -1;
     va_start(ap, fmt);

@@ -562,6 +562,7 @@ static int conf_header_map(const fl_cnode_t *sec, const char *path, char ***dst,
 /* The section may exist without "static" in middleware: then it is checked but not used. */
 static int conf_http_static(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
 {
+    static const char *const symlinks[] = {"follow", "inside", "off", NULL}; /* static.h order */
     const fl_cnode_t *st = NULL;
     if (fl_cget_map(sec, "static", &st, err) < 0)
         return -1;
@@ -573,7 +574,8 @@ static int conf_http_static(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *
             c->http.static_files.enabled = true;
     if (fl_cget_fields(sec, c, static_fields, FL_ARRAY_SIZE(static_fields), err) < 0 ||
         conf_header_map(st, "request", &c->http.static_files.request, err) < 0 ||
-        conf_header_map(st, "response", &c->http.static_files.response, err) < 0)
+        conf_header_map(st, "response", &c->http.static_files.response, err) < 0 ||
+        fl_cget_enum(st, "symlinks", symlinks, &c->http.static_files.symlinks, err) < 0)
         return -1;
     conf_lower_list(c->http.static_files.forbid);
     conf_lower_list(c->http.static_files.allow);
@@ -610,6 +612,61 @@ static int conf_http(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
     return conf_http_checks(c, sec, err);
 }
 
+/* jobs.pipelines.<name>.tls: true/false, or a map {root_ca, cert, key} (TLS on). */
+static int conf_jredis_tls(struct fl_conf_jredis *r, const fl_cnode_t *base, fl_conf_err_t *err)
+{
+    const fl_cnode_t *t = fl_cnode_get(base, "tls");
+    if (!t)
+        return 0;
+    if (t->type != FL_CNODE_MAP)
+        return fl_cget_bool(base, "tls", &r->tls, err);
+    r->tls = true;
+    return fl_cget_str(t, "root_ca", &r->tls_root_ca, err) < 0 ||
+                   fl_cget_str(t, "cert", &r->tls_cert, err) < 0 ||
+                   fl_cget_str(t, "key", &r->tls_key, err) < 0
+               ? -1
+               : 0;
+}
+
+/* The redis driver's options (docs/jobs-redis.md); defaults are filled by master/jobs_redis.c. */
+static int conf_jredis(struct fl_conf_pipeline *p, const fl_cnode_t *base, fl_conf_err_t *err)
+{
+    struct fl_conf_jredis *r = &p->redis;
+    char **addrs = NULL;
+    size_t naddrs = 0;
+    if (fl_cget_strlist(base, "addrs", &addrs, &naddrs, err) < 0)
+        return -1;
+    if (naddrs > 1) {
+        fl_strlist_free(addrs);
+        return fl_cnode_error(fl_cnode_get(base, "addrs"), err,
+                              "the redis jobs driver talks to one node: give one address");
+    }
+    if (naddrs == 1) {
+        free(r->addr);
+        r->addr = addrs[0];
+        addrs[0] = NULL;
+    }
+    fl_strlist_free(addrs);
+    if (fl_cget_str(base, "username", &r->username, err) < 0 ||
+        fl_cget_str(base, "password", &r->password, err) < 0 ||
+        fl_cget_int(base, "db", &r->db, err) < 0 || conf_jredis_tls(r, base, err) < 0 ||
+        fl_cget_str(base, "stream", &r->stream, err) < 0 ||
+        fl_cget_str(base, "group", &r->group, err) < 0 ||
+        fl_cget_str(base, "consumer", &r->consumer, err) < 0 ||
+        fl_cget_str(base, "delayed", &r->delayed, err) < 0 ||
+        fl_cget_str(base, "dead_letter", &r->dead_letter, err) < 0 ||
+        fl_cget_duration_ms(base, "visibility_timeout", &r->visibility_timeout_ms, err) < 0)
+        return -1;
+    const char *empty = r->stream && !*r->stream     ? "stream"
+                        : r->group && !*r->group       ? "group"
+                        : r->consumer && !*r->consumer ? "consumer"
+                                                       : NULL;
+    if (empty)
+        return fl_cnode_error(fl_cnode_get(base, empty) ? fl_cnode_get(base, empty) : base, err,
+                              "%s must not be empty", empty);
+    return 0;
+}
+
 /* jobs.pipelines.<name>: options on the pipeline itself first, then under `config` (§2.9). */
 static int conf_pipeline(struct fl_conf_pipeline *p, const fl_cnode_t *n, fl_conf_err_t *err)
 {
@@ -619,21 +676,35 @@ static int conf_pipeline(struct fl_conf_pipeline *p, const fl_cnode_t *n, fl_con
     if (!(p->name = strdup(n->key)))
         return conf_oom(err);
     p->priority = 10;
-    p->prefetch = 100000;
     if (fl_cget_str(n, "driver", &p->driver, err) < 0 || fl_cget_map(n, "config", &cfg, err) < 0)
         return -1;
-    if (!p->driver || strcasecmp(p->driver, "memory") != 0)
+    bool redis = p->driver && strcasecmp(p->driver, "redis") == 0;
+    if (!p->driver || (strcasecmp(p->driver, "memory") != 0 && !redis))
         return fl_cnode_error_value(fl_cnode_get(n, "driver") ? fl_cnode_get(n, "driver") : n, err,
-                                    "unsupported jobs driver (forkline has memory)");
+                                    "unsupported jobs driver (forkline has memory and redis)");
     const fl_cnode_t *src[2] = {cfg, n};
     for (int i = 0; i < 2; i++)
         if (src[i] && (fl_cget_i64(src[i], "priority", &p->priority, err) < 0 ||
-                       fl_cget_u64(src[i], "prefetch", &p->prefetch, err) < 0))
+                       fl_cget_u64(src[i], "prefetch", &p->prefetch, err) < 0 ||
+                       fl_cget_uint(src[i], "max_attempts", &p->max_attempts, err) < 0 ||
+                       (redis && conf_jredis(p, src[i], err) < 0)))
             return -1;
     if (p->priority <= 0)
         p->priority = 10;
-    if (p->prefetch == 0)
-        p->prefetch = 100000;
+    return 0;
+}
+
+/* Two redis pipelines on one stream would steal each other's jobs. */
+static int conf_jobs_streams(fl_conf_t *c, const fl_cnode_t *pl, fl_conf_err_t *err)
+{
+    for (size_t i = 0; i < c->jobs.npipelines; i++)
+        for (size_t k = 0; k < i; k++) {
+            const struct fl_conf_pipeline *a = &c->jobs.pipelines[k], *b = &c->jobs.pipelines[i];
+            if (!a->redis.stream || !b->redis.stream || strcmp(a->redis.stream, b->redis.stream))
+                continue;
+            return fl_cnode_error(pl->items[i], err, "stream \"%s\" is already used by pipeline %s",
+                                  b->redis.stream, a->name);
+        }
     return 0;
 }
 
@@ -642,6 +713,7 @@ static int conf_jobs(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
     const fl_cnode_t *pool = NULL, *pl = NULL;
     c->jobs.enabled = sec != NULL;
     c->jobs.timeout_ms = 60000;
+    c->jobs.pipeline_size = 1000000;
     int64_t secs = 60;
     if (!sec)
         return 0;
@@ -650,6 +722,8 @@ static int conf_jobs(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
         fl_cget_map(sec, "pool", &pool, err) < 0 || fl_cget_map(sec, "pipelines", &pl, err) < 0)
         return -1;
     c->jobs.timeout_ms = secs > 0 ? secs * 1000 : 60000;
+    if (fl_cget_u64(sec, "pipeline_size", &c->jobs.pipeline_size, err) < 0)
+        return -1;
     c->jobs.has_pool = pool != NULL;
     if (fl_pool_conf_decode(&c->jobs.pool, pool, err) < 0)
         return -1;
@@ -660,17 +734,27 @@ static int conf_jobs(fl_conf_t *c, const fl_cnode_t *sec, fl_conf_err_t *err)
             if (conf_pipeline(&c->jobs.pipelines[c->jobs.npipelines++], pl->items[i], err) < 0)
                 return -1;
     }
-    return 0;
+    return conf_jobs_streams(c, pl, err);
+}
+
+void fl_conf_pipeline_free(struct fl_conf_pipeline *p)
+{
+    struct fl_conf_jredis *r = &p->redis;
+    char *strs[] = {p->name,        p->driver,      r->addr,         r->username,
+                    r->password,    r->tls_root_ca, r->tls_cert,     r->tls_key,
+                    r->stream,      r->group,       r->consumer,     r->delayed,
+                    r->dead_letter};
+    for (size_t i = 0; i < FL_ARRAY_SIZE(strs); i++)
+        free(strs[i]);
+    memset(p, 0, sizeof(*p));
 }
 
 static void conf_jobs_free(fl_conf_t *c)
 {
     fl_pool_conf_free(&c->jobs.pool);
     fl_strlist_free(c->jobs.consume);
-    for (size_t i = 0; i < c->jobs.npipelines; i++) {
-        free(c->jobs.pipelines[i].name);
-        free(c->jobs.pipelines[i].driver);
-    }
+    for (size_t i = 0; i < c->jobs.npipelines; i++)
+        fl_conf_pipeline_free(&c->jobs.pipelines[i]);
     free(c->jobs.pipelines);
 }
 

@@ -109,6 +109,7 @@ typedef struct fl_conf {
             size_t nforbid, nallow;
             bool calculate_etag, weak;
             char **request, **response; /* name, value, ..., NULL; names canonical (X-Foo) */
+            int symlinks; /* forkline's own: FL_STATIC_SYMLINKS_* (reactor/static.h), 0 = follow */
         } static_files;
         struct {
             bool enabled;  /* cert or key set */
@@ -166,13 +167,23 @@ typedef struct fl_conf {
         bool enabled;  /* the jobs section exists */
         bool has_pool; /* jobs.pool exists: each reactor runs an RR_MODE=jobs pool */
         fl_pool_conf_t pool;
-        int64_t timeout_ms; /* jobs.timeout (seconds in config), 60 s */
-        char **consume;     /* pipelines consumed at boot; NULL-terminated */
+        int64_t timeout_ms;     /* jobs.timeout (seconds in config), 60 s: longest run of a job */
+        uint64_t pipeline_size; /* jobs.pipeline_size: most jobs queued in a memory pipeline */
+        char **consume;         /* pipelines consumed at boot; NULL-terminated */
         size_t nconsume;
         struct fl_conf_pipeline {
-            char *name, *driver; /* driver: "memory" (others are refused for now) */
-            int64_t priority;    /* 10; lower is served more often (see jobs.c) */
-            uint64_t prefetch;   /* 100000: most jobs of this pipeline in flight at once */
+            char *name, *driver;   /* driver: "memory" or "redis" */
+            int64_t priority;      /* 10; lower is served more often (see jobs.c) */
+            uint64_t prefetch;     /* most jobs of this pipeline taken at once; 0: driver's */
+            unsigned max_attempts; /* failed runs before a job is dropped/dead-lettered; 0 */
+            struct fl_conf_jredis { /* driver: redis (docs/jobs-redis.md); NULL: default */
+                char *addr, *username, *password;
+                int db;
+                bool tls;
+                char *tls_root_ca, *tls_cert, *tls_key;
+                char *stream, *group, *consumer, *delayed, *dead_letter;
+                int64_t visibility_timeout_ms; /* 0: 60 s */
+            } redis;
         } *pipelines;
         size_t npipelines;
     } jobs;
@@ -190,6 +201,9 @@ void fl_conf_free(fl_conf_t *c);
 /* Go durations "1h3m40s500ms", "2.5h", ".2m", "0", "300ms", "10us" (rounded up to 1 ms if > 0).
  * A bare number without unit is an error ("missing unit") except "0". Returns 0 or -1. */
 int fl_parse_duration_ms(const char *s, int64_t *ms);
+
+/* Frees the strings of one jobs pipeline (and zeroes it). */
+void fl_conf_pipeline_free(struct fl_conf_pipeline *p);
 
 /* Building blocks for section decoders (jobs.pool, grpc.pool, ... reuse them). */
 int fl_pool_conf_decode(fl_pool_conf_t *p, const fl_cnode_t *pool, fl_conf_err_t *err);

@@ -14,9 +14,16 @@
 const char *const fl_kv_rpc_ops[] = {"rpc_has", "rpc_set",    "rpc_mget", "rpc_mexpire",
                                      "rpc_ttl", "rpc_delete", "rpc_clear"};
 
-static struct {
+/* A set of storages, each with the config it was built from (kv_conf_key). */
+typedef struct {
     fl_kv_storage_t **st;
+    char **key;
     size_t n;
+} kv_set_t;
+
+static struct {
+    kv_set_t live, next; /* next: a reload's set until it is committed or aborted */
+    bool prepared;
 } kvs;
 
 /* ---- kv.v1 codec ---- */
@@ -120,9 +127,9 @@ bool fl_kv_key_blank(fl_slice_t key)
 
 static fl_kv_storage_t *kv_find(fl_slice_t name)
 {
-    for (size_t i = 0; i < kvs.n; i++)
-        if (fl_slice_eq(name, kvs.st[i]->name, strlen(kvs.st[i]->name)))
-            return kvs.st[i];
+    for (size_t i = 0; i < kvs.live.n; i++)
+        if (fl_slice_eq(name, kvs.live.st[i]->name, strlen(kvs.live.st[i]->name)))
+            return kvs.live.st[i];
     return NULL;
 }
 
@@ -185,23 +192,101 @@ static const fl_rpc_method_t kv_methods[] = {
     {"kv.Clear", kv_clear},
 };
 
-int fl_kv_register(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err)
+/* ---- the storage sets: built at start, rebuilt beside the live one by a reload ---- */
+
+static int kv_key_str(fl_buf_t *b, const char *v)
 {
-    if (c->kv.n && !(kvs.st = calloc(c->kv.n, sizeof(*kvs.st))))
+    return v ? fl_buf_printf(b, "|%zu:%s", strlen(v), v) : fl_buf_puts(b, "|-");
+}
+
+/* Everything a storage is built from, as one string: equal strings = an unchanged storage. A
+ * memory storage has nothing but its driver. NULL when out of memory. */
+static char *kv_conf_key(const struct fl_conf_kv *k)
+{
+    fl_buf_t b = {0};
+    int rc = 0;
+    if (strcasecmp(k->driver, "redis") != 0) {
+        rc = fl_buf_puts(&b, "memory");
+    } else {
+        rc = fl_buf_printf(&b, "redis|%d|%lld|%lld|%lld", k->db, (long long)k->dial_timeout_ms,
+                           (long long)k->read_timeout_ms, (long long)k->write_timeout_ms);
+        for (size_t i = 0; i < k->naddrs; i++)
+            rc |= kv_key_str(&b, k->addrs[i]);
+        const char *more[] = {k->username, k->password, k->tls_root_ca, k->tls_cert, k->tls_key};
+        for (size_t i = 0; i < FL_ARRAY_SIZE(more); i++)
+            rc |= kv_key_str(&b, more[i]);
+    }
+    if (rc < 0 || fl_buf_append(&b, "", 1) < 0) {
+        fl_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+static bool kv_set_has(const kv_set_t *set, const fl_kv_storage_t *st)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (set->st[i] == st)
+            return true;
+    return false;
+}
+
+/* Frees set, but not the storages that keep (the other set) still holds. */
+static void kv_set_free(kv_set_t *set, const kv_set_t *keep)
+{
+    for (size_t i = 0; i < set->n; i++) {
+        if (!kv_set_has(keep, set->st[i]))
+            set->st[i]->free(set->st[i]); /* redis: calls in flight fail ("client closed") */
+        free(set->key[i]);
+    }
+    free(set->st);
+    free(set->key);
+    memset(set, 0, sizeof(*set));
+}
+
+/* The storages of c into *set: taken from live when name and config are unchanged (a memory
+ * storage keeps its keys and TTLs, a redis one its connection), else built new. 0, or -1 with
+ * err and *set empty. */
+static int kv_set_build(kv_set_t *set, const kv_set_t *live, fl_loop_t *loop, const fl_conf_t *c,
+                        fl_conf_err_t *err)
+{
+    memset(set, 0, sizeof(*set));
+    if (c->kv.n && (!(set->st = calloc(c->kv.n, sizeof(*set->st))) ||
+                    !(set->key = calloc(c->kv.n, sizeof(*set->key))))) {
+        kv_set_free(set, live);
         return fl_conf_error(err, "out of memory");
+    }
     for (size_t i = 0; i < c->kv.n; i++) {
         const struct fl_conf_kv *k = &c->kv.storages[i];
-        fl_kv_storage_t *st = strcasecmp(k->driver, "redis") == 0 ? fl_kv_redis_new(k, loop, err)
-                                                                  : fl_kv_memory_new(k->name, loop);
+        char *key = kv_conf_key(k);
+        fl_kv_storage_t *st = NULL;
+        for (size_t j = 0; key && j < live->n && !st; j++)
+            if (strcmp(live->st[j]->name, k->name) == 0 && strcmp(live->key[j], key) == 0)
+                st = live->st[j];
+        if (key && !st)
+            st = strcasecmp(k->driver, "redis") == 0 ? fl_kv_redis_new(k, loop, err)
+                                                     : fl_kv_memory_new(k->name, loop);
         if (!st) {
-            if (strcasecmp(k->driver, "redis") != 0)
+            if (!key || strcasecmp(k->driver, "redis") != 0)
                 fl_conf_error(err, "kv.%s: out of memory", k->name);
-            fl_kv_shutdown();
+            free(key);
+            kv_set_free(set, live);
             return -1;
         }
-        kvs.st[kvs.n++] = st;
-        fl_logn(FL_LOG_DEBUG, "kv", "storage %s: driver %s", k->name, k->driver);
+        set->st[set->n] = st;
+        set->key[set->n++] = key;
     }
+    return 0;
+}
+
+int fl_kv_register(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err)
+{
+    kv_set_t none = {0};
+    if (kv_set_build(&kvs.live, &none, loop, c, err) < 0)
+        return -1;
+    for (size_t i = 0; i < c->kv.n; i++)
+        fl_logn(FL_LOG_DEBUG, "kv", "storage %s: driver %s", c->kv.storages[i].name,
+                c->kv.storages[i].driver);
     if (rpc && fl_rpc_server_add(rpc, kv_methods, FL_ARRAY_SIZE(kv_methods), NULL) < 0) {
         fl_kv_shutdown();
         return fl_conf_error(err, "out of memory");
@@ -209,13 +294,55 @@ int fl_kv_register(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, fl
     return 0;
 }
 
+int fl_kv_prepare(fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err)
+{
+    fl_kv_abort();
+    if (kv_set_build(&kvs.next, &kvs.live, loop, c, err) < 0)
+        return -1;
+    kvs.prepared = true;
+    return 0;
+}
+
+void fl_kv_commit(void)
+{
+    if (!kvs.prepared)
+        return;
+    kv_set_t old = kvs.live;
+    kvs.live = kvs.next;
+    memset(&kvs.next, 0, sizeof(kvs.next));
+    kvs.prepared = false;
+    for (size_t i = 0; i < kvs.live.n; i++) {
+        fl_kv_storage_t *st = kvs.live.st[i];
+        bool named = false;
+        for (size_t j = 0; j < old.n && !named; j++)
+            named = strcmp(old.st[j]->name, st->name) == 0;
+        if (!kv_set_has(&old, st))
+            fl_logn(FL_LOG_INFO, "kv", "storage %s: %s", st->name,
+                    named ? "config changed: a new storage replaces it (empty if memory)"
+                          : "added");
+    }
+    for (size_t j = 0; j < old.n; j++) {
+        bool named = false;
+        for (size_t i = 0; i < kvs.live.n && !named; i++)
+            named = strcmp(old.st[j]->name, kvs.live.st[i]->name) == 0;
+        if (!named)
+            fl_logn(FL_LOG_INFO, "kv", "storage %s: removed", old.st[j]->name);
+    }
+    kv_set_free(&old, &kvs.live);
+}
+
+void fl_kv_abort(void)
+{
+    if (kvs.prepared)
+        kv_set_free(&kvs.next, &kvs.live);
+    kvs.prepared = false;
+}
+
 void fl_kv_shutdown(void)
 {
-    for (size_t i = 0; i < kvs.n; i++)
-        kvs.st[i]->free(kvs.st[i]);
-    free(kvs.st);
-    kvs.st = NULL;
-    kvs.n = 0;
+    fl_kv_abort();
+    kv_set_t none = {0};
+    kv_set_free(&kvs.live, &none);
 }
 
 /* ---- the memory driver ---- */

@@ -30,6 +30,13 @@ struct fl_kv_storage {
 int fl_kv_register(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err);
 /* Frees the storages (at master exit, after the RPC server is gone). */
 void fl_kv_shutdown(void);
+/* A reload: prepare builds the storages of c beside the live ones (an unchanged storage - same
+ * name, same decoded config - is shared, not rebuilt; 0, or -1 with err and nothing changed);
+ * commit makes them the live set and frees the storages no longer configured (a redis one's
+ * calls in flight get an error); abort frees what prepare built. */
+int fl_kv_prepare(fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err);
+void fl_kv_commit(void);
+void fl_kv_abort(void);
 
 /* Helpers for drivers. */
 extern const char *const fl_kv_rpc_ops[]; /* "rpc_has", ... by FL_KV_* */

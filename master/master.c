@@ -28,6 +28,8 @@
 #include "sdnotify.h"
 #include "services.h"
 #include "spawn.h"
+#include "srvmetrics.h"
+#include "status.h"
 
 extern char **environ;
 
@@ -267,7 +269,10 @@ static void fill_jobs_opts(fl_gen_t *g, unsigned slot, fl_reactor_opts_t *o)
     o->jobs_pool.watch_tick_ms = jc->supervisor ? jc->watch_tick_ms : 0;
     o->jobs_pool.ttl_ms = jc->ttl_ms;
     o->jobs_pool.idle_ttl_ms = jc->idle_ttl_ms;
-    o->jobs_pool.exec_ttl_ms = jc->exec_ttl_ms;
+    /* jobs.timeout bounds every job's run (the worker is killed, the job requeued) */
+    o->jobs_pool.exec_ttl_ms = jc->exec_ttl_ms && jc->exec_ttl_ms < c->jobs.timeout_ms
+                                   ? jc->exec_ttl_ms
+                                   : c->jobs.timeout_ms;
     o->jobs_pool.max_worker_memory = jc->max_worker_memory;
     o->jobs_pool.name = "jobs";
 }
@@ -302,6 +307,7 @@ static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_o
             .calculate_etag = c->http.static_files.calculate_etag,
             .weak = c->http.static_files.weak,
             .response = c->http.static_files.response,
+            .symlinks = c->http.static_files.symlinks,
         };
     o->grace_period_ms = c->endure.grace_period_ms;
     o->pool.reset_timeout_ms = pc->reset_timeout_ms;
@@ -334,7 +340,9 @@ static int spawn_reactor(fl_gen_t *g, unsigned slot)
         fl_error("socketpair: %s", strerror(errno));
         return -1;
     }
+    int mslot = fl_srvm_acquire(); /* its shared-memory counters (srvmetrics.h) */
     pid_t pid = fork();
+    fl_srvm_forked(mslot, pid);
     if (pid < 0) {
         fl_error("fork: %s", strerror(errno));
         close(sv[0]);
@@ -688,6 +696,7 @@ static void reload_finished(fl_master_t *m, const char *error)
 {
     m->reloads++;
     if (error) {
+        fl_services_abort(); /* what the reload had opened beside the live services */
         fl_error("reload failed, still serving the previous configuration: %s", error);
         fl_sd_notify("READY=1\nSTATUS=Reload failed: %s", error);
     } else {
@@ -725,6 +734,12 @@ static void begin_reload(fl_master_t *m)
         listeners_gc(m);
         return;
     }
+    /* rpc, kv, metrics, status of the new config beside the live ones (services.c) */
+    if (fl_services_prepare(&g->conf, msg, sizeof(msg)) < 0) {
+        gen_free(m, g);
+        reload_finished(m, msg);
+        return;
+    }
     m->pending = g;
     /* the new generation's reactors inherit the new logging; the old ones keep theirs */
     if (fl_conf_apply_logs(&g->conf) < 0)
@@ -755,6 +770,8 @@ static void gen_ready(fl_gen_t *g)
             g->conf.http.address ? g->conf.http.address : g->conf.http.ssl.address, g->nreactors,
             workers);
     if (old) {
+        fl_jobs_reconfigure(&g->conf); /* pipelines of the new config (master/jobs.c) */
+        fl_services_commit(&g->conf);  /* and its rpc, kv, metrics, status (services.c) */
         /* Only now does the old generation stop accepting: no connection is ever refused. */
         gen_retire(old, old->grace_ms);
         reload_finished(m, NULL);
@@ -876,6 +893,7 @@ static void reap(fl_master_t *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        fl_srvm_exited(pid); /* its counters join the totals */
         fl_rslot_t *hit = NULL;
         for (fl_gen_t *g = m->gens; g && !hit; g = g->next)
             for (unsigned i = 0; i < g->nreactors && !hit; i++)
@@ -906,6 +924,7 @@ static void begin_stop(fl_master_t *m, int exit_code, const char *why)
     fl_info("stopping: %s (grace period %lld ms)", why, (long long)grace);
     fl_sd_notify("STOPPING=1\nSTATUS=stopping");
     m->state = M_STOPPING;
+    fl_status_stopping(); /* /ready fails; the listener stays open through the grace period */
     m->exit_code = exit_code;
     for (fl_gen_t *g = m->gens; g; g = g->next) {
         for (unsigned i = 0; i < g->nreactors; i++) {
@@ -1171,7 +1190,8 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
 
 typedef struct rpc_op {
     unsigned id;
-    bool workers; /* informer.Workers, else resetter.Reset */
+    bool workers; /* informer.Workers, else resetter.Reset (or a scale) */
+    int scale;    /* informer.AddWorker +1 / RemoveWorker -1, else 0 */
     fl_rpc_call_t *call;
     pid_t waiting[1024]; /* reactors that have not answered (reactors: at most 1024) */
     unsigned nwaiting;
@@ -1192,9 +1212,13 @@ static struct {
 static size_t rpc_plugins(void *m, const char **names, size_t max)
 {
     FL_UNUSED(m);
-    if (max)
-        names[0] = "http";
-    return 1;
+    const fl_gen_t *g = rpcm.m->active ? rpcm.m->active : rpcm.m->gens;
+    size_t n = 0;
+    if (n < max)
+        names[n++] = "http";
+    if (n < max && g && !g->adopted && g->conf.jobs.has_pool)
+        names[n++] = "jobs"; /* the jobs pool (reactor.c answers "J"-prefixed requests) */
+    return n;
 }
 
 static void rpc_op_finish(rpc_op_t *op)
@@ -1215,6 +1239,8 @@ static void rpc_op_finish(rpc_op_t *op)
         fl_buf_free(&b);
     } else if (op->error[0]) {
         fl_rpc_fail(op->call, "%s", op->error);
+    } else if (op->scale) {
+        fl_rpc_reply_json(op->call, "false", 5); /* RR never sets the reply (§9.3) */
     } else {
         fl_info("reset: every PHP worker was replaced");
         fl_rpc_reply_json(op->call, "true", 4);
@@ -1247,7 +1273,7 @@ static void rpc_tick(fl_loop_t *loop, void *data)
                 op->waiting[i] = op->waiting[--op->nwaiting];
         if (op->nwaiting && now >= op->deadline_ms && !op->error[0])
             snprintf(op->error, sizeof(op->error), "%s: %u reactor(s) did not answer in time",
-                     op->workers ? "informer" : "reset", op->nwaiting);
+                     op->workers || op->scale ? "informer" : "reset", op->nwaiting);
         if (op->nwaiting == 0 || now >= op->deadline_ms)
             rpc_op_finish(op);
     }
@@ -1258,7 +1284,7 @@ static void rpc_tick(fl_loop_t *loop, void *data)
 /* Sends "<verb> <id>" to the reactors concerned. A reset goes to every generation that is not
  * retiring: one still starting (or a reload's) may already run workers that loaded the old code.
  * informer.Workers shows the serving generation, or the starting one before anything serves. */
-static void rpc_broadcast(fl_rpc_call_t *call, bool workers)
+static void rpc_broadcast(fl_rpc_call_t *call, bool workers, bool jobs)
 {
     fl_master_t *m = rpcm.m;
     rpc_op_t *op = calloc(1, sizeof(*op));
@@ -1271,12 +1297,14 @@ static void rpc_broadcast(fl_rpc_call_t *call, bool workers)
     op->call = call;
     int64_t timeout = 120000;
     char msg[64];
-    int k = snprintf(msg, sizeof(msg), "%s%u", workers ? FL_MSG_WORKERS : FL_MSG_RESET_ID, op->id);
+    int k = snprintf(msg, sizeof(msg), "%s%s%u", jobs ? "J" : "",
+                     workers ? FL_MSG_WORKERS : FL_MSG_RESET_ID, op->id);
     for (fl_gen_t *g = m->gens; g; g = g->next) {
         if (g->state == G_RETIRING || (workers && m->active && g != m->active))
             continue;
+        const fl_pool_conf_t *pc = jobs ? &g->conf.jobs.pool : &g->conf.http.pool;
         if (!g->adopted)
-            timeout = g->conf.http.pool.reset_timeout_ms + g->conf.http.pool.allocate_timeout_ms;
+            timeout = pc->reset_timeout_ms + pc->allocate_timeout_ms;
         for (unsigned i = 0; i < g->nreactors && op->nwaiting < FL_ARRAY_SIZE(op->waiting); i++) {
             fl_rslot_t *s = &g->slots[i];
             if (s->pid > 0 && s->chan >= 0 &&
@@ -1298,15 +1326,94 @@ static void rpc_broadcast(fl_rpc_call_t *call, bool workers)
 static void rpc_reset(void *m, fl_rpc_call_t *call, const char *plugin)
 {
     FL_UNUSED(m);
-    FL_UNUSED(plugin);
-    rpc_broadcast(call, false);
+    rpc_broadcast(call, false, strcmp(plugin, "jobs") == 0);
 }
 
 static void rpc_workers(void *m, fl_rpc_call_t *call, const char *plugin)
 {
     FL_UNUSED(m);
-    FL_UNUSED(plugin);
-    rpc_broadcast(call, true);
+    rpc_broadcast(call, true, strcmp(plugin, "jobs") == 0);
+}
+
+/* informer.AddWorker / RemoveWorker: one worker more or fewer in the serving generation, on the
+ * reactor with the fewest workers (add) or the most (remove), so N calls change the total by N.
+ * The count is the slot's (g->slots[i].workers), so a respawned reactor keeps it; a reload builds
+ * its generation from the config again, which restores the configured size. A reactor never goes
+ * below one worker: it would accept connections it cannot serve. */
+static void rpc_scale(fl_rpc_call_t *call, int delta)
+{
+    fl_master_t *m = rpcm.m;
+    fl_gen_t *g = m->active;
+    for (fl_gen_t *x = m->gens; !g && x; x = x->next)
+        if (x->state != G_RETIRING)
+            g = x;
+    fl_rslot_t *best = NULL;
+    unsigned total = 0, ready = 0;
+    for (unsigned i = 0; g && i < g->nreactors; i++) {
+        fl_rslot_t *s = &g->slots[i];
+        total += s->workers;
+        /* a reactor still starting has no pool to resize yet: its start-up counts its workers */
+        if (s->pid <= 0 || s->chan < 0 || !s->ready)
+            continue;
+        ready++;
+        if (delta < 0 && s->workers <= 1)
+            continue;
+        if (!best || (delta > 0 ? s->workers < best->workers : s->workers > best->workers))
+            best = s;
+    }
+    if (delta > 0 && total >= 500) { /* the config's limit (http.pool.num_workers) */
+        fl_rpc_fail(call, "number of workers can't be more than 500");
+        return;
+    }
+    if (!best) {
+        fl_rpc_fail(call, !ready ? "no reactor is ready to change its pool; try again"
+                                 : "cannot remove a worker: every reactor has only one");
+        return;
+    }
+    rpc_op_t *op = calloc(1, sizeof(*op));
+    char msg[64];
+    int k = op ? snprintf(msg, sizeof(msg), FL_MSG_SCALE "%u %s", ++rpcm.next_id,
+                          delta > 0 ? "+1" : "-1")
+               : 0;
+    if (!op || send(best->chan, msg, (size_t)k, MSG_NOSIGNAL | MSG_DONTWAIT) != k) {
+        free(op);
+        fl_rpc_fail(call, "cannot reach reactor %u", best->index);
+        return;
+    }
+    best->workers = (unsigned)((int)best->workers + delta);
+    op->id = rpcm.next_id;
+    op->scale = delta;
+    op->call = call;
+    op->waiting[op->nwaiting++] = best->pid;
+    int64_t timeout =
+        g->adopted ? 120000
+                   : g->conf.http.pool.reset_timeout_ms + g->conf.http.pool.allocate_timeout_ms;
+    op->deadline_ms = fl_now_ms() + timeout + 5000;
+    op->next = rpcm.ops;
+    rpcm.ops = op;
+    fl_info("informer: %s a worker %s reactor %u (%u there now)", delta > 0 ? "adding" : "removing",
+            delta > 0 ? "to" : "from", best->index, best->workers);
+    if (!rpcm.tick)
+        rpcm.tick = fl_timer_add(m->loop, 100, rpc_tick, NULL);
+}
+
+/* Only the http pool scales for now: the jobs pool's per-reactor size is not tracked here. */
+static void rpc_add_worker(void *m, fl_rpc_call_t *call, const char *plugin)
+{
+    FL_UNUSED(m);
+    if (strcmp(plugin, "http") != 0)
+        fl_rpc_fail(call, "plugin %s does not support workers management", plugin);
+    else
+        rpc_scale(call, +1);
+}
+
+static void rpc_remove_worker(void *m, fl_rpc_call_t *call, const char *plugin)
+{
+    FL_UNUSED(m);
+    if (strcmp(plugin, "http") != 0)
+        fl_rpc_fail(call, "plugin %s does not support workers management", plugin);
+    else
+        rpc_scale(call, -1);
 }
 
 static int rpc_config(void *mp, fl_buf_t *out)
@@ -1324,18 +1431,21 @@ static int rpc_config(void *mp, fl_buf_t *out)
     return 0;
 }
 
-/* "WORKERS <id> [..]" / "RESET-DONE <id>[ error]" from a reactor. */
+/* "WORKERS <id> [..]" / "RESET-DONE <id>[ error]" / "SCALE-DONE <id>[ error]" from a reactor. */
 static bool rpc_chan_msg(fl_rslot_t *s, const char *msg, size_t n)
 {
     bool workers =
         n > strlen(FL_MSG_WORKERS) && !memcmp(msg, FL_MSG_WORKERS, strlen(FL_MSG_WORKERS));
     bool reset =
         n > strlen(FL_MSG_RESET_DONE) && !memcmp(msg, FL_MSG_RESET_DONE, strlen(FL_MSG_RESET_DONE));
-    if (!workers && !reset)
+    bool scale =
+        n > strlen(FL_MSG_SCALE_DONE) && !memcmp(msg, FL_MSG_SCALE_DONE, strlen(FL_MSG_SCALE_DONE));
+    if (!workers && !reset && !scale)
         return false;
+    const char *prefix = workers ? FL_MSG_WORKERS : reset ? FL_MSG_RESET_DONE : FL_MSG_SCALE_DONE;
+    reset = reset || scale; /* the same answer: done, or an error text */
     char *end;
-    unsigned id =
-        (unsigned)strtoul(msg + strlen(workers ? FL_MSG_WORKERS : FL_MSG_RESET_DONE), &end, 10);
+    unsigned id = (unsigned)strtoul(msg + strlen(prefix), &end, 10);
     rpc_op_t *op = rpcm.ops;
     while (op && op->id != id)
         op = op->next;
@@ -1370,8 +1480,12 @@ static int rpc_start(fl_master_t *m, const fl_conf_t *c)
         fl_error("%s", err);
         return -1;
     }
-    fl_rpc_ops_t ops = {
-        .plugins = rpc_plugins, .reset = rpc_reset, .workers = rpc_workers, .config = rpc_config};
+    fl_rpc_ops_t ops = {.plugins = rpc_plugins,
+                        .reset = rpc_reset,
+                        .workers = rpc_workers,
+                        .add_worker = rpc_add_worker,
+                        .remove_worker = rpc_remove_worker,
+                        .config = rpc_config};
     fl_rpc_add_builtin(rpcm.srv, &ops, m);
     if (fl_services_start(rpcm.srv, m->loop, c) < 0) /* kv, lock, metrics, ...: services.c */
         return -1;

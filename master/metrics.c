@@ -9,6 +9,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mhttp.h"
+#include "srvmetrics.h"
 
 static const double m_def_buckets[] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
 static const char *const m_type_names[] = {"counter", "gauge", "histogram", "summary"};
@@ -459,10 +460,22 @@ int fl_metrics_render(const fl_metrics_t *m, fl_buf_t *out)
 
 /* ---- the service ---- */
 
+/* A collector of metrics.collect: the config declared it, so a reload may remove or redeclare
+ * it (collectors declared over RPC are the application's and stay). */
+typedef struct {
+    char *name, *key; /* key: its description (m_coll_key) */
+} m_owned_t;
+
 static struct {
     bool on;
     fl_metrics_t reg;
     fl_mhttp_t *http;
+    char *address; /* where http listens */
+    bool rpc;      /* metrics.* on the RPC server */
+    m_owned_t *owned;
+    size_t nowned;
+    bool prepared;         /* a reload's prepare ran: commit or abort it */
+    fl_mhttp_t *next_http; /* the reload's new listener */
 } ms;
 
 static void m_http(void *ctx, fl_slice_t method, fl_slice_t path, fl_slice_t query,
@@ -477,7 +490,7 @@ static void m_http(void *ctx, fl_slice_t method, fl_slice_t path, fl_slice_t que
         return;
     }
     r->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    if (fl_metrics_render(&ms.reg, &r->body) < 0) {
+    if (fl_srvm_render(&r->body) < 0 || fl_metrics_render(&ms.reg, &r->body) < 0) {
         r->status = 500;
         r->body.len = 0;
         fl_buf_puts(&r->body, "out of memory\n");
@@ -651,15 +664,9 @@ static const fl_rpc_method_t m_methods[] = {
     {"metrics.Observe", m_observe}, {"metrics.Unregister", m_unregister},
 };
 
-int fl_metrics_start(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err)
+static fl_metric_desc_t m_desc_of(const struct fl_conf_collector *k)
 {
-    if (!c->metrics.enabled)
-        return 0;
-    fl_metrics_init(&ms.reg);
-    ms.on = true;
-    for (size_t i = 0; i < c->metrics.ncollect; i++) {
-        const struct fl_conf_collector *k = &c->metrics.collect[i];
-        fl_metric_desc_t d = {.name = k->name,
+    return (fl_metric_desc_t){.name = k->name,
                               .namespace_ = k->namespace_,
                               .subsystem = k->subsystem,
                               .help = k->help,
@@ -670,33 +677,207 @@ int fl_metrics_start(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, 
                               .nbuckets = k->nbuckets,
                               .objectives = k->objectives,
                               .nobjectives = k->nobjectives};
+}
+
+static int m_key_str(fl_buf_t *b, const char *v)
+{
+    return v ? fl_buf_printf(b, "|%zu:%s", strlen(v), v) : fl_buf_puts(b, "|-");
+}
+
+/* A collector's whole description as one string: equal strings = an unchanged collector. */
+static char *m_coll_key(const struct fl_conf_collector *k)
+{
+    fl_buf_t b = {0};
+    int rc = m_key_str(&b, k->type) | m_key_str(&b, k->help) | m_key_str(&b, k->namespace_) |
+             m_key_str(&b, k->subsystem) | fl_buf_printf(&b, "|%zu", k->nlabels);
+    for (size_t i = 0; i < k->nlabels; i++)
+        rc |= m_key_str(&b, k->labels[i]);
+    rc |= fl_buf_printf(&b, "|%zu", k->nbuckets);
+    for (size_t i = 0; i < k->nbuckets; i++)
+        rc |= fl_buf_printf(&b, "|%.17g", k->buckets[i]);
+    rc |= fl_buf_printf(&b, "|%zu", k->nobjectives);
+    for (size_t i = 0; i < 2 * k->nobjectives; i++)
+        rc |= fl_buf_printf(&b, "|%.17g", k->objectives[i]);
+    if (rc || fl_buf_append(&b, "", 1) < 0) {
+        fl_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+static bool m_same(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+/* The config-owned collectors that are no longer configured as they are go, with their values
+ * (a changed one is declared again, empty). Collectors declared over RPC are not looked at. */
+static void m_drop_owned(const fl_conf_t *c, char **keys)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ms.nowned; i++) {
+        m_owned_t *o = &ms.owned[i];
+        bool named = false, same = false;
+        for (size_t j = 0; j < c->metrics.ncollect && !named; j++)
+            if ((named = strcmp(o->name, c->metrics.collect[j].name) == 0))
+                same = m_same(o->key, keys[j]);
+        if (same && m_find(&ms.reg, o->name)) {
+            ms.owned[n++] = *o;
+            continue;
+        }
+        if (fl_metrics_unregister(&ms.reg, o->name))
+            fl_logn(FL_LOG_INFO, "metrics", "collector %s: %s", o->name,
+                    named ? "changed in metrics.collect: declared again" : "removed");
+        free(o->name);
+        free(o->key);
+    }
+    ms.nowned = n;
+}
+
+/* metrics.collect onto the live registry: unchanged collectors keep their values, removed ones
+ * go, new ones appear. A name the application already declared over RPC stays its own. */
+static void m_apply_collect(const fl_conf_t *c, bool log_new)
+{
+    size_t n = c->metrics.ncollect;
+    char **keys = n ? calloc(n, sizeof(char *)) : NULL;
+    m_owned_t *grown = realloc(ms.owned, (ms.nowned + n + 1) * sizeof(*grown));
+    if ((n && !keys) || !grown) {
+        free(keys);
+        fl_logn(FL_LOG_WARN, "metrics", "metrics.collect not applied: out of memory");
+        return;
+    }
+    ms.owned = grown;
+    for (size_t j = 0; j < n; j++)
+        keys[j] = m_coll_key(&c->metrics.collect[j]);
+    m_drop_owned(c, keys);
+    for (size_t j = 0; j < n; j++) {
+        const struct fl_conf_collector *k = &c->metrics.collect[j];
+        if (m_find(&ms.reg, k->name))
+            continue; /* unchanged, or the application's */
+        fl_metric_desc_t d = m_desc_of(k);
         char ebuf[300];
         const char *e = NULL;
-        if (fl_metrics_declare(&ms.reg, &d, ebuf, sizeof(ebuf), &e) < 0) {
-            fl_metrics_stop();
-            return fl_conf_error(err, "metrics.collect.%s: %s", k->name, e);
+        char *name = strdup(k->name);
+        if (!name || !keys[j] || fl_metrics_declare(&ms.reg, &d, ebuf, sizeof(ebuf), &e) < 0) {
+            fl_logn(FL_LOG_WARN, "metrics", "metrics.collect.%s not applied: %s", k->name,
+                    e ? e : "out of memory");
+            free(name);
+            continue;
+        }
+        ms.owned[ms.nowned++] = (m_owned_t){name, keys[j]};
+        keys[j] = NULL;
+        if (log_new)
+            fl_logn(FL_LOG_INFO, "metrics", "collector %s: added", k->name);
+    }
+    for (size_t j = 0; j < n; j++)
+        free(keys[j]);
+    free(keys);
+}
+
+/* Everything off: the listener, the registry, metrics.* on rpc (NULL: the server is gone). */
+static void m_off(fl_rpc_server_t *rpc)
+{
+    if (rpc && ms.rpc)
+        fl_rpc_server_remove(rpc, m_methods);
+    ms.rpc = false;
+    fl_mhttp_free(ms.http);
+    ms.http = NULL;
+    free(ms.address);
+    ms.address = NULL;
+    if (ms.on)
+        fl_metrics_destroy(&ms.reg);
+    for (size_t i = 0; i < ms.nowned; i++) {
+        free(ms.owned[i].name);
+        free(ms.owned[i].key);
+    }
+    free(ms.owned);
+    ms.owned = NULL;
+    ms.nowned = 0;
+    ms.on = false;
+}
+
+int fl_metrics_prepare(fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err)
+{
+    fl_metrics_abort();
+    if (c->metrics.enabled) {
+        /* the collectors alone, in a scratch registry: a bad one fails the reload up front */
+        fl_metrics_t scratch;
+        fl_metrics_init(&scratch);
+        for (size_t i = 0; i < c->metrics.ncollect; i++) {
+            fl_metric_desc_t d = m_desc_of(&c->metrics.collect[i]);
+            char ebuf[300];
+            const char *e = NULL;
+            if (fl_metrics_declare(&scratch, &d, ebuf, sizeof(ebuf), &e) < 0) {
+                fl_conf_error(err, "metrics.collect.%s: %s", d.name, e);
+                fl_metrics_destroy(&scratch);
+                return -1;
+            }
+        }
+        fl_metrics_destroy(&scratch);
+        if (!ms.http || !m_same(ms.address, c->metrics.address)) {
+            char ebuf[300];
+            ms.next_http =
+                fl_mhttp_listen(loop, c->metrics.address, 10000, m_http, NULL, ebuf, sizeof(ebuf));
+            if (!ms.next_http)
+                return fl_conf_error(err, "metrics.address %s", ebuf);
         }
     }
-    char ebuf[300];
-    ms.http = fl_mhttp_listen(loop, c->metrics.address, 10000, m_http, NULL, ebuf, sizeof(ebuf));
-    if (!ms.http) {
-        fl_metrics_stop();
-        return fl_conf_error(err, "metrics.address %s", ebuf);
+    ms.prepared = true;
+    return 0;
+}
+
+void fl_metrics_commit(fl_rpc_server_t *rpc, const fl_conf_t *c)
+{
+    if (!ms.prepared)
+        return;
+    ms.prepared = false;
+    if (!c->metrics.enabled) {
+        if (ms.on)
+            fl_logn(FL_LOG_INFO, "metrics", "the metrics section is gone: /metrics closed");
+        m_off(rpc);
+        return;
     }
-    if (rpc && fl_rpc_server_add(rpc, m_methods, FL_ARRAY_SIZE(m_methods), NULL) < 0) {
-        fl_metrics_stop();
-        return fl_conf_error(err, "out of memory");
+    bool fresh = !ms.on;
+    if (fresh) {
+        fl_metrics_init(&ms.reg);
+        ms.on = true;
     }
-    fl_logn(FL_LOG_DEBUG, "metrics", "metrics at http://%s/metrics", c->metrics.address);
+    if (ms.next_http) {
+        fl_mhttp_free(ms.http); /* the old address closes; a scrape in progress there is cut */
+        ms.http = ms.next_http;
+        ms.next_http = NULL;
+        free(ms.address);
+        ms.address = strdup(c->metrics.address);
+        fl_logn(fresh ? FL_LOG_DEBUG : FL_LOG_INFO, "metrics", "metrics at http://%s/metrics",
+                c->metrics.address);
+    }
+    m_apply_collect(c, !fresh);
+    if (rpc && !ms.rpc) {
+        ms.rpc = fl_rpc_server_add(rpc, m_methods, FL_ARRAY_SIZE(m_methods), NULL) == 0;
+        if (!ms.rpc)
+            fl_logn(FL_LOG_WARN, "metrics", "metrics.* not registered on RPC: out of memory");
+    }
+}
+
+void fl_metrics_abort(void)
+{
+    fl_mhttp_free(ms.next_http);
+    ms.next_http = NULL;
+    ms.prepared = false;
+}
+
+int fl_metrics_start(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err)
+{
+    if (!c->metrics.enabled)
+        return 0;
+    if (fl_metrics_prepare(loop, c, err) < 0)
+        return -1;
+    fl_metrics_commit(rpc, c);
     return 0;
 }
 
 void fl_metrics_stop(void)
 {
-    if (!ms.on)
-        return;
-    fl_mhttp_free(ms.http);
-    ms.http = NULL;
-    fl_metrics_destroy(&ms.reg);
-    ms.on = false;
+    fl_metrics_abort();
+    m_off(NULL);
 }

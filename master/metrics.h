@@ -52,5 +52,13 @@ int fl_metrics_render(const fl_metrics_t *m, fl_buf_t *out);
  * NULL). Nothing when the metrics section is absent. 0, or -1 with err. */
 int fl_metrics_start(fl_rpc_server_t *rpc, fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err);
 void fl_metrics_stop(void);
+/* A reload: prepare checks c's collectors and opens a changed metrics.address beside the live
+ * one (0, or -1 with err and nothing changed); commit switches to the new listener, applies
+ * metrics.collect (unchanged collectors keep their values, removed ones go, new ones appear,
+ * those declared over RPC stay) and (un)registers metrics.* on rpc as the section comes or goes;
+ * abort closes what prepare opened. */
+int fl_metrics_prepare(fl_loop_t *loop, const fl_conf_t *c, fl_conf_err_t *err);
+void fl_metrics_commit(fl_rpc_server_t *rpc, const fl_conf_t *c);
+void fl_metrics_abort(void);
 
 #endif

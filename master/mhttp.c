@@ -235,6 +235,11 @@ fl_mhttp_t *fl_mhttp_listen(fl_loop_t *loop, const char *addr, int64_t timeout_m
     return s;
 }
 
+void fl_mhttp_set_timeout(fl_mhttp_t *s, int64_t timeout_ms)
+{
+    s->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000; /* connections accepted from now on */
+}
+
 void fl_mhttp_free(fl_mhttp_t *s)
 {
     if (!s)

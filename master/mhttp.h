@@ -22,6 +22,8 @@ typedef struct fl_mhttp fl_mhttp_t;
 /* addr "host:port" (":port" = all interfaces). NULL with err filled. */
 fl_mhttp_t *fl_mhttp_listen(fl_loop_t *loop, const char *addr, int64_t timeout_ms, fl_mhttp_fn fn,
                             void *ctx, char *err, size_t errlen);
+/* A reload changed the timeout: it applies to the connections accepted from now on. */
+void fl_mhttp_set_timeout(fl_mhttp_t *s, int64_t timeout_ms);
 void fl_mhttp_free(fl_mhttp_t *s);
 
 #endif

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "net.h"
 #include "rpc.h"
+#include "srvmetrics.h"
 
 #define RPCS_DEF_MAX_FRAME (64u * 1024 * 1024 - 4096) /* + header: the buffer stays <= 64 MiB */
 #define RPCS_DEF_MAX_CONNS 1024u
@@ -31,7 +32,9 @@ typedef struct {
 struct fl_rpc_server {
     fl_loop_t *loop;
     int fd;
-    char *unix_path; /* unlinked when the server is freed */
+    char *unix_path;      /* unlinked when the server is freed */
+    int next_fd;          /* a reload's new listener, accepting beside fd until decided; -1 */
+    char *next_unix_path; /* its socket file */
     fl_rpc_limits_t lim;
     rpcs_table_t *tables;
     size_t ntables;
@@ -67,6 +70,8 @@ static void rpcs_atfork_child(void)
     for (fl_rpc_server_t *s = rpcs_all; s; s = s->next_all) {
         if (s->fd >= 0)
             close(s->fd);
+        if (s->next_fd >= 0)
+            close(s->next_fd);
         for (fl_rpc_conn_t *c = s->conns; c; c = c->next)
             close(c->fd);
     }
@@ -415,6 +420,7 @@ static void rpcs_dispatch(fl_rpc_conn_t *c, const fl_rpc_req_t *r)
         c->calls->prev = call;
     c->calls = call;
     c->ncalls++;
+    fl_srvm_rpc(m->name); /* rr_rpc_calls_total */
     m->fn(call);
 }
 
@@ -541,19 +547,36 @@ static void rpcs_accept_io(fl_loop_t *loop, int fd, int events, void *data)
 
 /* ---- server ---- */
 
+/* The listener of "tcp://..." or "unix://..." (*unix_path then points into dsn). -1 with err. */
+static int rpcs_listen_dsn(const char *dsn, const char **unix_path, char *err, size_t errlen)
+{
+    *unix_path = NULL;
+    if (strncmp(dsn, "tcp://", 6) == 0)
+        return rpcs_listen_tcp(dsn + 6, err, errlen);
+    if (strncmp(dsn, "unix://", 7) == 0) {
+        *unix_path = dsn + 7;
+        return rpcs_listen_unix(*unix_path, err, errlen);
+    }
+    snprintf(err, errlen, "rpc.listen: invalid DSN %s (tcp://:6001, unix://file.sock)", dsn);
+    return -1;
+}
+
+static void rpcs_close_listener(fl_rpc_server_t *s, int fd, char *unix_path)
+{
+    if (fd >= 0) {
+        fl_io_del(s->loop, fd);
+        close(fd);
+    }
+    if (unix_path)
+        unlink(unix_path);
+    free(unix_path);
+}
+
 fl_rpc_server_t *fl_rpc_server_new(fl_loop_t *loop, const char *dsn, const fl_rpc_limits_t *limits,
                                    char *err, size_t errlen)
 {
-    int fd = -1;
-    const char *unix_path = NULL;
-    if (strncmp(dsn, "tcp://", 6) == 0) {
-        fd = rpcs_listen_tcp(dsn + 6, err, errlen);
-    } else if (strncmp(dsn, "unix://", 7) == 0) {
-        unix_path = dsn + 7;
-        fd = rpcs_listen_unix(unix_path, err, errlen);
-    } else {
-        snprintf(err, errlen, "rpc.listen: invalid DSN %s (tcp://:6001, unix://file.sock)", dsn);
-    }
+    const char *unix_path;
+    int fd = rpcs_listen_dsn(dsn, &unix_path, err, errlen);
     if (fd < 0)
         return NULL;
     fl_rpc_server_t *s = calloc(1, sizeof(*s));
@@ -565,6 +588,7 @@ fl_rpc_server_t *fl_rpc_server_new(fl_loop_t *loop, const char *dsn, const fl_rp
     }
     s->loop = loop;
     s->fd = fd;
+    s->next_fd = -1;
     fl_rpc_limits_t def = {RPCS_DEF_MAX_FRAME, RPCS_DEF_MAX_CONNS, RPCS_DEF_STALL_MS,
                            RPCS_DEF_BACKLOG, RPCS_DEF_PENDING};
     s->lim = limits ? *limits : def;
@@ -599,6 +623,50 @@ int fl_rpc_server_add(fl_rpc_server_t *s, const fl_rpc_method_t *methods, size_t
     return 0;
 }
 
+int fl_rpc_server_remove(fl_rpc_server_t *s, const fl_rpc_method_t *methods)
+{
+    size_t n = 0;
+    for (size_t t = 0; t < s->ntables; t++)
+        if (s->tables[t].methods != methods)
+            s->tables[n++] = s->tables[t];
+    bool hit = n != s->ntables;
+    s->ntables = n;
+    return hit;
+}
+
+int fl_rpc_server_relisten(fl_rpc_server_t *s, const char *dsn, char *err, size_t errlen)
+{
+    fl_rpc_server_relisten_done(s, false); /* one at a time */
+    const char *path;
+    int fd = rpcs_listen_dsn(dsn, &path, err, errlen);
+    if (fd < 0)
+        return -1;
+    char *copy = path ? strdup(path) : NULL;
+    if ((path && !copy) || fl_io_set(s->loop, fd, FL_EV_READ, rpcs_accept_io, s) < 0) {
+        snprintf(err, errlen, "rpc.listen %s: cannot watch the socket", dsn);
+        rpcs_close_listener(s, fd, copy);
+        return -1;
+    }
+    s->next_fd = fd;
+    s->next_unix_path = copy;
+    return 0;
+}
+
+void fl_rpc_server_relisten_done(fl_rpc_server_t *s, bool commit)
+{
+    if (!s || s->next_fd < 0)
+        return;
+    if (commit) {
+        rpcs_close_listener(s, s->fd, s->unix_path);
+        s->fd = s->next_fd;
+        s->unix_path = s->next_unix_path;
+    } else {
+        rpcs_close_listener(s, s->next_fd, s->next_unix_path);
+    }
+    s->next_fd = -1;
+    s->next_unix_path = NULL;
+}
+
 unsigned fl_rpc_server_conns(const fl_rpc_server_t *s)
 {
     return s->nconns;
@@ -616,13 +684,8 @@ void fl_rpc_server_free(fl_rpc_server_t *s)
     }
     while (s->conns)
         rpcs_conn_close(s->conns, NULL);
-    if (s->fd >= 0) {
-        fl_io_del(s->loop, s->fd);
-        close(s->fd);
-    }
-    if (s->unix_path)
-        unlink(s->unix_path);
-    free(s->unix_path);
+    rpcs_close_listener(s, s->fd, s->unix_path);
+    rpcs_close_listener(s, s->next_fd, s->next_unix_path);
     free(s->tables);
     free(s);
 }

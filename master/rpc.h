@@ -51,6 +51,14 @@ fl_rpc_server_t *fl_rpc_server_new(fl_loop_t *loop, const char *dsn, const fl_rp
                                    char *err, size_t errlen);
 /* Registers n methods (the table must outlive the server). Later names win over earlier ones. */
 int fl_rpc_server_add(fl_rpc_server_t *s, const fl_rpc_method_t *methods, size_t n, void *ctx);
+/* Unregisters a table added with fl_rpc_server_add (calls in flight still complete). 1 if it was
+ * there, else 0. */
+int fl_rpc_server_remove(fl_rpc_server_t *s, const fl_rpc_method_t *methods);
+/* A reload moves the server to another address in two steps: relisten opens dsn and accepts on
+ * it beside the current listener (-1 with err, nothing changed, when it cannot); relisten_done
+ * then closes the old listener (commit) or the new one. Connections are never touched. */
+int fl_rpc_server_relisten(fl_rpc_server_t *s, const char *dsn, char *err, size_t errlen);
+void fl_rpc_server_relisten_done(fl_rpc_server_t *s, bool commit);
 /* Closes the listener and every connection; calls still in flight become orphans that their
  * handlers complete as usual. */
 void fl_rpc_server_free(fl_rpc_server_t *s);

@@ -54,6 +54,15 @@ static int svc_kv_redis(struct fl_conf_kv *k, const fl_cnode_t *cfg, fl_conf_err
         return -1;
     if (k->write_timeout_ms < 0)
         k->write_timeout_ms = k->read_timeout_ms; /* upstream: same as read */
+    /* cluster (several addrs) and sentinel (master_name) are upstream's, not ours */
+    const fl_cnode_t *mn = fl_cnode_get(cfg, "master_name");
+    if (mn && mn->type == FL_CNODE_SCALAR && mn->value[0])
+        return fl_cnode_error(mn, err, "redis sentinel is not supported: forkline supports one "
+                                       "redis node; give its address in addrs");
+    if (k->naddrs > 1)
+        return fl_cnode_error(fl_cnode_get(cfg, "addrs"), err,
+                              "several addresses mean a redis cluster: forkline supports one "
+                              "redis node; give one address");
     if (!k->naddrs) {
         fl_strlist_free(k->addrs);
         k->addrs = calloc(2, sizeof(char *));

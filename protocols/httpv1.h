@@ -32,14 +32,20 @@ typedef struct {
 int fl_httpv1_encode_proto(fl_buf_t *out, const fl_http_req_t *r); /* http.v1.Request */
 int fl_httpv1_encode_json(fl_buf_t *out, const fl_http_req_t *r);  /* legacy JSON context */
 
+/* Response headers up to this many values are decoded into fl_http_resp_t.local: a typical
+ * answer costs no allocation. */
+#define FL_HTTPV1_LOCAL_HEADERS 16
+
 typedef struct {
     int status; /* 0 when the context carried none; NOT range-checked here */
     /* One element per value, name repeated. Slices point into the ctx bytes (proto) or into
-     * `owned` (JSON). Names are as the worker sent them (not canonicalised). */
+     * `owned` (JSON). Names are as the worker sent them (not canonicalised). headers is
+     * `local` or a heap array: do not copy an fl_http_resp_t by value. */
     fl_header_t *headers;
     size_t nheaders;
     char *owned;
     size_t owned_len;
+    fl_header_t local[FL_HTTPV1_LOCAL_HEADERS];
 } fl_http_resp_t;
 
 /* Static error strings; compare by identity. */
@@ -57,6 +63,9 @@ void fl_http_resp_free(fl_http_resp_t *r);
 /* Appends s as a quoted JSON string, escaped as Go's encoding/json does it (invalid UTF-8
  * becomes \ufffd). Returns 0, or -1 on out-of-memory (out is then left as it was). */
 int fl_httpv1_json_str(fl_buf_t *out, fl_slice_t s);
+
+/* True for a non-empty RFC 9110 token (a valid header name). */
+bool fl_http_is_token(fl_slice_t s);
 
 /* Length of the valid UTF-8 sequence at s (2..4 bytes; n bytes available), or 0. Rejects
  * overlongs, surrogates and code points above U+10FFFF, like Go's utf8.DecodeRune. */

@@ -9,6 +9,7 @@
 
 typedef struct {
     int mask;
+    int pending; /* in the batch being dispatched, callback not yet called */
     fl_io_cb cb;
     void *data;
 } fl_io_t;
@@ -33,11 +34,28 @@ struct fl_loop {
     void *before_sleep_data;
 };
 
-int64_t fl_now_ms(void)
+/* While the loop runs a callback, the clock is read once for it and every fl_now_ms() in it
+ * (a request asks a dozen times) gets that value: a clock read is not free in a VM. Per
+ * thread, so a helper thread never sees a loop's cache. */
+static _Thread_local int64_t now_cache;
+static _Thread_local int now_cached;
+
+static int64_t clock_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void now_refresh(void)
+{
+    now_cache = clock_ms();
+    now_cached = 1;
+}
+
+int64_t fl_now_ms(void)
+{
+    return now_cached ? now_cache : clock_ms();
 }
 
 fl_loop_t *fl_loop_new(int setsize)
@@ -90,9 +108,18 @@ void fl_io_del(fl_loop_t *l, int fd)
     if (fd < 0 || fd >= l->setsize || l->io[fd].mask == 0)
         return;
     poll_set(&l->poll, fd, l->io[fd].mask, 0);
-    l->io[fd].mask = 0;
-    l->io[fd].cb = NULL;
-    l->io[fd].data = NULL;
+    l->io[fd] = (fl_io_t){0};
+}
+
+void fl_io_forget(fl_loop_t *l, int fd)
+{
+    if (fd >= 0 && fd < l->setsize)
+        l->io[fd] = (fl_io_t){0};
+}
+
+int fl_io_pending(fl_loop_t *l, int fd)
+{
+    return fd >= 0 && fd < l->setsize && l->io[fd].pending;
 }
 
 int fl_io_mask(fl_loop_t *l, int fd)
@@ -180,35 +207,46 @@ void fl_loop_stop(fl_loop_t *l)
 
 static void run_timers(fl_loop_t *l)
 {
-    int64_t now = fl_now_ms();
+    now_refresh();
+    int64_t now = now_cache;
     while (l->nheap && l->heap[0].when <= now) {
         fl_timer_t t = l->heap[0];
         l->heap[0] = l->heap[--l->nheap];
         heap_down(l->heap, l->nheap, 0);
         t.cb(l, t.data);
     }
+    now_cached = 0;
 }
 
 void fl_loop_run(fl_loop_t *l)
 {
     l->stop = 0;
     while (!l->stop) {
-        if (l->before_sleep)
+        if (l->before_sleep) {
+            now_refresh();
             l->before_sleep(l, l->before_sleep_data);
+            now_cached = 0;
+        }
         int timeout = -1;
         if (l->nheap) {
-            int64_t d = l->heap[0].when - fl_now_ms();
+            int64_t d = l->heap[0].when - clock_ms();
             timeout = d < 0 ? 0 : (int)(d > 60000 ? 60000 : d);
         }
         int n = poll_wait(&l->poll, l->setsize, timeout, l->ready_fd, l->ready_mask);
+        for (int i = 0; i < n; i++)
+            l->io[l->ready_fd[i]].pending = 1;
         for (int i = 0; i < n; i++) {
             int fd = l->ready_fd[i];
             fl_io_t *io = &l->io[fd];
+            io->pending = 0;
             /* A callback earlier in this batch may have removed or replaced this fd. */
             int m = l->ready_mask[i] & io->mask;
-            if (m && io->cb)
+            if (m && io->cb) {
+                now_refresh();
                 io->cb(l, fd, m, io->data);
+            }
         }
+        now_cached = 0;
         run_timers(l);
     }
 }

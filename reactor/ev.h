@@ -21,7 +21,14 @@ void fl_loop_free(fl_loop_t *loop);
 /* Sets (replaces) the interest mask of fd; mask 0 removes it. */
 int fl_io_set(fl_loop_t *loop, int fd, int mask, fl_io_cb cb, void *data);
 void fl_io_del(fl_loop_t *loop, int fd);
+/* As fl_io_del for an fd the caller closes right away: closing removes it from the kernel's
+ * interest list, so no system call is spent on it (nginx's NGX_CLOSE_EVENT). Only for fds no
+ * other process holds open (a fork's copy would keep the registration alive). */
+void fl_io_forget(fl_loop_t *loop, int fd);
 int fl_io_mask(fl_loop_t *loop, int fd);
+/* True when fd has an event in the batch being dispatched that its callback has not had yet:
+ * a caller about to rely on fd being quiet can handle it first instead of asking the kernel. */
+int fl_io_pending(fl_loop_t *loop, int fd);
 /* One-shot timer; returns an id > 0, 0 on failure. */
 fl_timer_id fl_timer_add(fl_loop_t *loop, int64_t ms, fl_timer_cb cb, void *data);
 void fl_timer_del(fl_loop_t *loop, fl_timer_id id);

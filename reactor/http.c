@@ -14,6 +14,7 @@
 #include "httpv1.h"
 #include "llhttp.h"
 #include "log.h"
+#include "srvmetrics.h"
 
 /* how long an idle keep-alive connection may still send a request once draining began */
 #define FL_DRAIN_IDLE_MS 1000
@@ -41,6 +42,7 @@ struct fl_conn {
     fl_conn_t *next, *prev; /* srv->conns */
     fl_conn_t *next_flush;
     bool in_flushq;
+    bool rd_parked; /* EPOLLIN was disarmed because the client spoke while busy (set_interest) */
     int fd;
     fl_tls_t *ssl;           /* NULL on a plain connection */
     bool tls_rd_wants_write; /* OpenSSL must write (handshake) before it can read */
@@ -83,6 +85,7 @@ struct fl_conn {
     fl_timer_id timer;
     int64_t timer_at;
     int64_t idle_since, req_start_ms, hdr_done_ms, last_read_ms, last_write_ms, linger_until;
+    uint64_t metrics_t0; /* fl_srvm_clock() at the end of the head, for the duration histogram */
     bool write_blocked; /* output waits for the client to read */
     /* the answer */
     fl_task_t task;
@@ -355,6 +358,7 @@ static int on_headers_complete(llhttp_t *p)
     fl_conn_t *c = p->data;
     c->headers_done = true;
     c->hdr_done_ms = c->last_read_ms = fl_now_ms();
+    c->metrics_t0 = fl_srvm_clock();
     uint64_t max = c->srv->o.max_request_size;
     if ((p->flags & F_CONTENT_LENGTH) && max && p->content_length > max)
         return refuse(c, 413, "request body larger than http.max_request_size");
@@ -416,19 +420,42 @@ static void settings_init(void)
 
 /* ---- responses ---- */
 
+/* Appends the decimal digits of v (the head is built without printf: it was half of the
+ * reactor's instructions per request). The caller reserved the room. */
+static void put_uint(fl_buf_t *o, uint64_t v)
+{
+    char tmp[20], *p = tmp + sizeof(tmp);
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    fl_buf_append(o, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
 static void write_head(fl_conn_t *c, int status, fl_slice_t headers, int framing, uint64_t len)
 {
     bool close = c->close_after || !c->keepalive || c->srv->stopping || framing == FRAME_CLOSE;
     c->close_after = close;
     c->log_status = status;
     fl_buf_t *o = &c->out;
-    fl_buf_printf(o, "HTTP/1.%d %d %s\r\n", c->http_minor == 0 ? 0 : 1, status, reason(status));
-    if (!c->has_date)
-        fl_buf_printf(o, "Date: %s\r\n", http_date());
+    const char *why = reason(status);
+    fl_buf_reserve(o, headers.len + strlen(why) + 160); /* one reservation for the head */
+    fl_buf_puts(o, c->http_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    put_uint(o, (uint64_t)(status < 0 ? 0 : status));
+    fl_buf_append(o, " ", 1);
+    fl_buf_puts(o, why);
+    fl_buf_append(o, "\r\n", 2);
+    if (!c->has_date) {
+        fl_buf_append(o, "Date: ", 6);
+        fl_buf_puts(o, http_date());
+        fl_buf_append(o, "\r\n", 2);
+    }
     fl_buf_append(o, headers.base, headers.len);
-    if (framing == FRAME_LENGTH)
-        fl_buf_printf(o, "Content-Length: %llu\r\n", (unsigned long long)len);
-    else if (framing == FRAME_CHUNKED)
+    if (framing == FRAME_LENGTH) {
+        fl_buf_append(o, "Content-Length: ", 16);
+        put_uint(o, len);
+        fl_buf_append(o, "\r\n", 2);
+    } else if (framing == FRAME_CHUNKED)
         fl_buf_puts(o, "Transfer-Encoding: chunked\r\n");
     if (close)
         fl_buf_puts(o, "Connection: close\r\n");
@@ -456,15 +483,20 @@ static void task_release(fl_conn_t *c)
 /* Uploaded temp files live exactly as long as the request: answered, failed or abandoned. */
 static void request_cleanup(fl_conn_t *c)
 {
-    fl_form_remove_files(&c->form);
-    fl_form_free(&c->form);
+    fl_form_t *f = &c->form;
+    if (!f->strs.data && !f->fields && !f->uploads && !f->mp)
+        return; /* no form: nothing to free (spares the allocator and a memset per request) */
+    fl_form_remove_files(f);
+    fl_form_free(f);
 }
 
-/* One line per answered request (rr-config §2.5, `http log`). */
+/* One line per answered request (rr-config §2.5): as RoadRunner, "http access log" at info when
+ * http.access_logs is true, else "http log" at debug (not in production logs by default). */
 static void access_log(fl_conn_t *c)
 {
     bool detailed = c->srv->o.access_logs;
-    if (!fl_log_enabled(FL_LOG_INFO, "http"))
+    int level = detailed ? FL_LOG_INFO : FL_LOG_DEBUG;
+    if (!fl_log_enabled(level, "http"))
         return;
     bool parsed = c->complete || c->headers_done;
     const char *m = parsed ? llhttp_method_name((llhttp_method_t)c->parser.method) : "";
@@ -479,12 +511,15 @@ static void access_log(fl_conn_t *c)
         FL_LF_INT("write_bytes", c->log_bytes),
     };
     const char *msg = detailed ? "http access log" : "http log";
-    fl_logf(FL_LOG_INFO, "http", msg, strlen(msg), f, detailed ? 7 : 5);
+    fl_logf(level, "http", msg, strlen(msg), f, detailed ? 7 : 5);
 }
 
 static void finish_request(fl_conn_t *c)
 {
     access_log(c);
+    fl_srvm_http_done(&c->metrics_t0, /* built-in metrics: shared-memory counters */
+                      c->complete || c->headers_done ? llhttp_method_name(c->parser.method) : NULL,
+                      c->log_status, c->body_bytes, c->log_bytes);
     request_cleanup(c);
     task_release(c);
     c->complete = false;
@@ -530,13 +565,8 @@ static void send_parse_error(fl_conn_t *c, int status, const char *why)
  * would let a worker split the response (header injection). */
 static bool header_ok(const fl_header_t *h)
 {
-    if (!h->name.len)
+    if (!fl_http_is_token(h->name))
         return false;
-    for (size_t i = 0; i < h->name.len; i++) {
-        unsigned char ch = (unsigned char)h->name.base[i];
-        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch))
-            return false;
-    }
     return !memchr(h->value.base, '\r', h->value.len) && !memchr(h->value.base, '\n', h->value.len) &&
            !memchr(h->value.base, '\0', h->value.len);
 }
@@ -603,9 +633,9 @@ static void add_worker_headers(fl_conn_t *c, const fl_http_resp_t *r)
                 c->close_after = true; /* the application asked for it, as Go honours it */
             continue;
         }
-        if (fl_slice_ieq(h->name, "date"))
-            c->has_date = true;
         fl_buf_t *b = is_trailer(trailers, nt, h->name) ? &c->rtrail : &c->rhead;
+        if (b == &c->rhead && fl_slice_ieq(h->name, "date"))
+            c->has_date = true; /* the worker's Date replaces ours (one Date per response) */
         fl_buf_append(b, h->name.base, h->name.len);
         fl_buf_append(b, ": ", 2);
         fl_buf_append(b, h->value.base, h->value.len);
@@ -618,7 +648,7 @@ static int apply_context(fl_conn_t *c, const fl_frame_t *f, fl_slice_t ctx)
 {
     if (ctx.len == 0 || c->status)
         return 0; /* the first status wins; later contexts of a stream repeat it */
-    fl_http_resp_t r = {0};
+    fl_http_resp_t r; /* the decoder sets every field but the inline array: no 600-byte memset */
     const char *err = NULL;
     if (fl_httpv1_decode_response(f->flags, ctx, &r, &err) < 0) {
         fl_error("%s: cannot decode the worker's response context: %s", c->remote, err);
@@ -905,11 +935,15 @@ static int prepare_form(fl_conn_t *c, fl_buf_t *uploads)
 /* Returns 0, or the status to answer instead. */
 static int encode_task(fl_conn_t *c)
 {
+    /* The full URI only lives until the frame is encoded: one buffer for the whole reactor
+     * (single-threaded), kept between requests, so a request allocates nothing for it. */
+    static fl_buf_t uri;
     fl_header_t hv[MAX_HEADERS];
-    fl_buf_t uri = {0}, uploads = {0};
+    fl_buf_t uploads = {0};
     fl_http_req_t r;
     bool parsed = c->body_mode == BODY_URLENC || c->body_mode == BODY_MULTIPART;
     int status = parsed ? prepare_form(c, &uploads) : 0;
+    uri.len = 0;
     build_request(c, &r, hv, &uri);
     r.parsed = parsed;
     r.uploads = fl_slice(uploads.data, uploads.len);
@@ -930,8 +964,10 @@ static int encode_task(fl_conn_t *c)
         status = form_status(c, err);
     else if (!status && !parsed && fl_buf_append(fr, c->body.data, c->body.len) < 0)
         status = 500;
-    fl_buf_free(&uri);
-    fl_buf_free(&uploads);
+    if (uri.cap > (64u << 10))
+        fl_buf_free(&uri); /* a rare huge Host or target does not stay */
+    if (uploads.data)
+        fl_buf_free(&uploads);
     if (status)
         return status;
     uint8_t flags = c->srv->o.codec ? FL_FRAME_JSON : FL_FRAME_PROTO;
@@ -1014,7 +1050,19 @@ static void peer_of(fl_conn_t *c, const struct sockaddr *sa)
     } else {
         return;
     }
-    inet_ntop(family, a, c->peer, sizeof(c->peer));
+    if (family == AF_INET) { /* by hand: inet_ntop's sprintf was a tenth of a connection's cost */
+        char *p = c->peer;
+        for (int i = 0; i < 4; i++) {
+            if (a[i] >= 100)
+                *p++ = (char)('0' + a[i] / 100);
+            if (a[i] >= 10)
+                *p++ = (char)('0' + a[i] / 10 % 10);
+            *p++ = (char)('0' + a[i] % 10);
+            *p++ = i < 3 ? '.' : '\0';
+        }
+    } else {
+        inet_ntop(family, a, c->peer, sizeof(c->peer));
+    }
     for (size_t i = 0; i < c->srv->ntrusted; i++)
         if (cidr_match(&c->srv->trusted[i], family, a))
             c->peer_trusted = true;
@@ -1185,14 +1233,26 @@ static bool want_read(const fl_conn_t *c)
            c->out.len - c->out_off < OUT_HIGH_WATER;
 }
 
+/* No epoll_ctl in the usual round trip: EPOLLIN is disarmed lazily, when input comes while we
+ * do not want it (a worker has the request, the answer is being written, the connection is to
+ * close); the client is normally silent then, and if it does send or close, conn_io parks it.
+ * EPOLLOUT is only asked for once a write would block (queued output is written before the
+ * loop sleeps, fl_http_flush). */
 static void set_interest(fl_conn_t *c)
 {
     if (c->closed)
         return;
     int mask = 0;
-    if (want_read(c) || c->tls_wr_wants_read)
+    bool rd = want_read(c);
+    if (rd)
+        c->rd_parked = false;
+    else if (!c->rd_parked)
+        rd = fl_io_mask(c->srv->loop, c->fd) & FL_EV_READ;
+    if (rd || c->tls_wr_wants_read)
         mask |= FL_EV_READ;
-    if (!c->lingering && (c->out_off < c->out.len || c->sending_file || c->tls_rd_wants_write))
+    if (!c->lingering && !c->in_flushq && (c->out_off < c->out.len || c->sending_file))
+        mask |= FL_EV_WRITE;
+    if (!c->lingering && c->tls_rd_wants_write)
         mask |= FL_EV_WRITE;
     fl_io_set(c->srv->loop, c->fd, mask, conn_io, c);
 }
@@ -1511,14 +1571,16 @@ static void conn_io(fl_loop_t *loop, int fd, int events, void *data)
         if (c->closed)
             return;
     }
-    if (((events & FL_EV_READ) && want_read(c)) || ((events & FL_EV_WRITE) && c->tls_rd_wants_write))
+    if (((events & FL_EV_READ) && want_read(c)) || ((events & FL_EV_WRITE) && c->tls_rd_wants_write)) {
         conn_read(c);
+    } else if (events & FL_EV_READ) {
+        c->rd_parked = true; /* input while busy: stop watching it until we want it */
+        set_interest(c);
+    }
 }
 
-static void conn_free_later(fl_loop_t *loop, void *data)
+static void conn_release(fl_conn_t *c)
 {
-    FL_UNUSED(loop);
-    fl_conn_t *c = data;
     fl_buf_free(&c->in);
     fl_buf_free(&c->out);
     fl_buf_free(&c->hbuf);
@@ -1529,6 +1591,61 @@ static void conn_free_later(fl_loop_t *loop, void *data)
     fl_buf_free(&c->task.frame);
     fl_form_free(&c->form);
     free(c);
+}
+
+/* Closed connections are kept for the next accept with the buffers every request uses
+ * (emptied, at most CONN_CACHE_BUF each): with `Connection: close` a request then costs no
+ * allocation either. The reactor is single-threaded: one cache per process. */
+#define CONN_CACHE_MAX 64
+#define CONN_CACHE_BUF (64u << 10)
+static fl_conn_t *conn_cache;
+static unsigned conn_cache_n;
+
+static void conn_cache_keep(fl_buf_t *b)
+{
+    if (b->cap > CONN_CACHE_BUF)
+        fl_buf_free(b);
+    b->len = 0;
+}
+
+static fl_conn_t *conn_new(void)
+{
+    fl_conn_t *c = conn_cache;
+    if (!c)
+        return calloc(1, sizeof(*c));
+    conn_cache = c->next;
+    conn_cache_n--;
+    fl_buf_t in = c->in, out = c->out, hbuf = c->hbuf, rhead = c->rhead, frame = c->task.frame;
+    memset(c, 0, sizeof(*c));
+    c->in = in;
+    c->out = out;
+    c->hbuf = hbuf;
+    c->rhead = rhead;
+    c->task.frame = frame;
+    return c;
+}
+
+static void conn_free_later(fl_loop_t *loop, void *data)
+{
+    FL_UNUSED(loop);
+    fl_conn_t *c = data;
+    if (conn_cache_n >= CONN_CACHE_MAX) {
+        conn_release(c);
+        return;
+    }
+    fl_buf_t *drop[] = {&c->body, &c->rtrail, &c->rbody};
+    for (size_t i = 0; i < FL_ARRAY_SIZE(drop); i++)
+        if (drop[i]->data)
+            fl_buf_free(drop[i]);
+    request_cleanup(c); /* the form, if any (conn_close ran it already: usually nothing) */
+    conn_cache_keep(&c->in);
+    conn_cache_keep(&c->out);
+    conn_cache_keep(&c->hbuf);
+    conn_cache_keep(&c->rhead);
+    conn_cache_keep(&c->task.frame);
+    c->next = conn_cache;
+    conn_cache = c;
+    conn_cache_n++;
 }
 
 static void conn_close(fl_conn_t *c)
@@ -1544,7 +1661,7 @@ static void conn_close(fl_conn_t *c)
     request_cleanup(c);
     fl_timer_del(s->loop, c->timer);
     c->timer = 0;
-    fl_io_del(s->loop, c->fd);
+    fl_io_forget(s->loop, c->fd); /* close() below takes it out of epoll: no epoll_ctl */
     if (c->ssl) {
         if (!c->lingering && !c->eof)
             fl_tls_shutdown(c->ssl);
@@ -1634,6 +1751,12 @@ void fl_http_init(fl_http_server_t *s, fl_loop_t *loop, fl_pool_t *pool, const f
 
 void fl_http_free(fl_http_server_t *s)
 {
+    while (conn_cache) {
+        fl_conn_t *c = conn_cache;
+        conn_cache = c->next;
+        conn_release(c);
+    }
+    conn_cache_n = 0;
     free(s->uploads_dir);
     free(s->trusted);
     s->uploads_dir = NULL;
@@ -1645,7 +1768,7 @@ void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, sock
                     bool tls)
 {
     FL_UNUSED(salen);
-    fl_conn_t *c = calloc(1, sizeof(*c));
+    fl_conn_t *c = conn_new();
     if (!c) {
         close(fd);
         return;
@@ -1658,7 +1781,7 @@ void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, sock
     if (tls && (!s->o.tls || !(c->ssl = fl_tls_new(s->o.tls, fd)))) {
         fl_warn("%s: cannot start a TLS session: %s", c->peer, fl_tls_last_error());
         close(fd);
-        free(c);
+        conn_release(c);
         return;
     }
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);

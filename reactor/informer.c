@@ -91,9 +91,17 @@ static void informer_send(fl_informer_t *in, const char *msg, size_t n)
 
 static void informer_tick(fl_loop_t *loop, void *data);
 
+static void informer_scale_done(fl_informer_t *in, unsigned id, const char *error)
+{
+    char msg[160];
+    int k = snprintf(msg, sizeof(msg), FL_MSG_SCALE_DONE "%u%s%s", id, error ? " " : "",
+                     error ? error : "");
+    informer_send(in, msg, (size_t)k);
+}
+
 static void informer_arm(fl_informer_t *in)
 {
-    if (in->nresets && !in->tick)
+    if ((in->nresets || in->nscales) && !in->tick)
         in->tick = fl_timer_add(in->loop, INFORMER_TICK_MS, informer_tick, in);
 }
 
@@ -115,6 +123,35 @@ static void informer_tick(fl_loop_t *loop, void *data)
         informer_send(in, msg, (size_t)k);
         in->resets[i] = in->resets[--in->nresets];
     }
+    bool settled = fl_pool_settled(in->pool);
+    for (unsigned i = 0; i < in->nscales;) {
+        if (!settled && now < in->scales[i].deadline_ms) {
+            i++;
+            continue;
+        }
+        informer_scale_done(in, in->scales[i].id,
+                            settled ? NULL : "the pool did not reach its new size in time");
+        in->scales[i] = in->scales[--in->nscales];
+    }
+    informer_arm(in);
+}
+
+/* "SCALE <id> +1" / "SCALE <id> -1": informer.AddWorker / RemoveWorker on this reactor's pool. */
+static void informer_scale(fl_informer_t *in, unsigned id, bool add)
+{
+    if (in->nscales == FL_INFORMER_MAX_RESETS) {
+        informer_scale_done(in, id, "too many scale requests at once");
+        return;
+    }
+    if ((add ? fl_pool_add_worker(in->pool) : fl_pool_remove_worker(in->pool)) < 0) {
+        informer_scale_done(in, id,
+                            add ? "cannot add a worker (the pool is stopping)"
+                                : "cannot remove the last worker of a reactor");
+        return;
+    }
+    in->scales[in->nscales].id = id;
+    in->scales[in->nscales].deadline_ms = fl_now_ms() + in->timeout_ms;
+    in->nscales++;
     informer_arm(in);
 }
 
@@ -168,6 +205,13 @@ bool fl_informer_handle(fl_informer_t *in, const char *msg, size_t n)
         informer_arm(in);
         return true;
     }
+    size_t sl = strlen(FL_MSG_SCALE);
+    if (n > sl + 3 && memcmp(msg, FL_MSG_SCALE, sl) == 0 && msg[n - 3] == ' ' &&
+        (msg[n - 2] == '+' || msg[n - 2] == '-') && msg[n - 1] == '1' &&
+        informer_id(msg, n - 3, sl, &id)) {
+        informer_scale(in, id, msg[n - 2] == '+');
+        return true;
+    }
     return false;
 }
 
@@ -176,4 +220,5 @@ void fl_informer_stop(fl_informer_t *in)
     fl_timer_del(in->loop, in->tick);
     in->tick = 0;
     in->nresets = 0;
+    in->nscales = 0;
 }

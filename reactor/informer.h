@@ -3,9 +3,12 @@
  *
  *   master → reactor   "WORKERS <id>"           reactor → master  "WORKERS <id> [{...},...]"
  *   master → reactor   "RESET <id>"             reactor → master  "RESET-DONE <id>[ <error>]"
+ *   master → reactor   "SCALE <id> +1" / "-1"   reactor → master  "SCALE-DONE <id>[ <error>]"
  *
  * A reset is done when every worker the pool lists was spawned after the reset began and has
- * finished its handshake (the old ones are gone, not merely asked to go). */
+ * finished its handshake (the old ones are gone, not merely asked to go). A scale (informer.
+ * AddWorker / RemoveWorker) is done when the pool has its new size: the added worker is up, the
+ * removed one has exited (fl_pool_settled). */
 #ifndef FL_INFORMER_H
 #define FL_INFORMER_H
 
@@ -18,6 +21,8 @@
 #define FL_MSG_WORKERS "WORKERS "
 #define FL_MSG_RESET_ID "RESET "
 #define FL_MSG_RESET_DONE "RESET-DONE "
+#define FL_MSG_SCALE "SCALE "
+#define FL_MSG_SCALE_DONE "SCALE-DONE "
 /* A WORKERS answer never exceeds this (the channel is SOCK_SEQPACKET: one message). */
 #define FL_INFORMER_MSG_MAX 65536
 
@@ -33,6 +38,11 @@ typedef struct {
         int64_t since_ns, deadline_ms;
     } resets[FL_INFORMER_MAX_RESETS];
     unsigned nresets;
+    struct {
+        unsigned id;
+        int64_t deadline_ms;
+    } scales[FL_INFORMER_MAX_RESETS];
+    unsigned nscales;
     fl_timer_id tick;
 } fl_informer_t;
 

@@ -23,6 +23,7 @@ struct fl_rjobs {
     int chan_fd;
     unsigned slot;
     bool stopping;
+    fl_buf_t done; /* JDONE records not sent yet: one message per loop turn (fl_rjobs_flush) */
 };
 
 /* A malformed answer is requeued after this long: the job is not lost, and a worker that
@@ -35,18 +36,39 @@ static void send_str(fl_rjobs_t *j, const char *msg, size_t n)
         fl_warn("jobs: cannot report to the master: %s", strerror(errno));
 }
 
-static void report(rjob_t *r, char kind, long delay, const char *headers)
+/* Records leave together: under load a message carries the answers of several jobs, so the
+ * master and the reactor pay one system call for them. */
+#define DONE_MSG_MAX 60000 /* the master reads messages of up to 64 KiB */
+
+void fl_rjobs_flush(fl_rjobs_t *j)
 {
-    fl_buf_t b = {0};
-    if (fl_buf_printf(&b, FL_MSG_JDONE "%llu %c %ld%s%s", r->seq, kind, delay, headers ? " " : "",
-                      headers ? headers : "") == 0) {
-        if (b.len > 60000) { /* headers too big for one message: requeue without them */
-            b.len = 0;
-            fl_buf_printf(&b, FL_MSG_JDONE "%llu %c %ld", r->seq, kind, delay);
-        }
-        send_str(r->owner, b.data, b.len);
+    if (j && j->done.len) {
+        send_str(j, j->done.data, j->done.len);
+        j->done.len = 0;
     }
-    fl_buf_free(&b);
+}
+
+/* "JDONE <seq> <kind> <delay> <hlen> <rlen>\n" + headers + reason (jobs.h). */
+static void report(rjob_t *r, char kind, long delay, const char *headers, fl_slice_t why)
+{
+    fl_rjobs_t *j = r->owner;
+    size_t hl = headers ? strlen(headers) : 0;
+    if (hl > DONE_MSG_MAX - 1000)
+        hl = 0, headers = NULL; /* too big for one message: requeued without them */
+    if (why.len > 400)
+        why.len = 400;
+    char head[96];
+    int k = snprintf(head, sizeof(head), FL_MSG_JDONE "%llu %c %ld %zu %zu\n", r->seq, kind, delay,
+                     hl, why.len);
+    if (j->done.len + (size_t)k + hl + why.len > DONE_MSG_MAX)
+        fl_rjobs_flush(j);
+    size_t was = j->done.len;
+    if (fl_buf_append(&j->done, head, (size_t)k) < 0 ||
+        fl_buf_append(&j->done, headers ? headers : "", hl) < 0 ||
+        fl_buf_append(&j->done, why.base ? why.base : "", why.len) < 0) {
+        j->done.len = was;
+        fl_error("jobs: out of memory: job %s stays in flight until this reactor stops", r->id);
+    }
 }
 
 static void rjob_free(rjob_t *r)
@@ -67,11 +89,26 @@ static char *headers_field(const cJSON *data)
     return cJSON_IsObject(h) && h->child ? cJSON_PrintUnformatted(h) : NULL;
 }
 
-const char *fl_rjobs_decide(const char *body, size_t len, char *kind, long *delay, char **headers)
+static char *message_field(const cJSON *data)
 {
-    *kind = 'r';
-    *delay = MALFORMED_DELAY_S;
-    *headers = NULL;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(data, "message");
+    if (!cJSON_IsString(m) || !m->valuestring[0])
+        return NULL;
+    size_t n = strlen(m->valuestring) + 1;
+    char *out = cJSON_malloc(n);
+    if (out)
+        memcpy(out, m->valuestring, n);
+    return out;
+}
+
+const char *fl_rjobs_decide(const char *body, size_t len, fl_rjobs_answer_t *a)
+{
+    static const char ack[] = "{\"type\":2,\"data\":[]}"; /* what PHP sends for ack() */
+    if (len == sizeof(ack) - 1 && memcmp(body, ack, len) == 0) {
+        *a = (fl_rjobs_answer_t){'a', 0, NULL, NULL};
+        return NULL;
+    }
+    *a = (fl_rjobs_answer_t){'r', MALFORMED_DELAY_S, NULL, NULL};
     cJSON *o = cJSON_ParseWithLength(body, len);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "type");
     if (!cJSON_IsObject(o) || !cJSON_IsNumber(type)) {
@@ -83,25 +120,34 @@ const char *fl_rjobs_decide(const char *body, size_t len, char *kind, long *dela
         data = NULL; /* PHP sends [] for an empty data */
     bool requeue = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(data, "requeue"));
     const char *msg = NULL;
-    *delay = 0;
+    a->delay = 0;
     switch (type->valueint) {
     case 0: /* SUCCESS (deprecated complete()) */
     case 2: /* ACK */
-        *kind = 'a';
+        a->kind = 'a';
         break;
     case 1: /* ERROR (deprecated fail()): requeue if asked, else ack */
+        a->kind = requeue ? 'r' : 'a';
+        a->delay = requeue ? num_field(data, "delay_seconds") : 0;
+        a->headers = requeue ? headers_field(data) : NULL;
+        a->message = message_field(data);
+        if (!requeue)
+            msg = "the worker reported an error (deprecated fail()): acked";
+        break;
     case 3: /* NACK: redelivered only if asked */
-        *kind = requeue ? 'r' : 'd';
-        *delay = requeue ? num_field(data, "delay_seconds") : 0;
-        *headers = requeue ? headers_field(data) : NULL;
+        a->kind = requeue ? 'r' : 'd';
+        a->delay = requeue ? num_field(data, "delay_seconds") : 0;
+        a->headers = requeue ? headers_field(data) : NULL;
+        a->message = message_field(data);
         break;
     case 4: /* REQUEUE */
-        *kind = 'r';
-        *delay = num_field(data, "delay_seconds");
-        *headers = headers_field(data);
+        a->kind = 'r';
+        a->delay = num_field(data, "delay_seconds");
+        a->headers = headers_field(data);
+        a->message = message_field(data);
         break;
     default:
-        *kind = 'a';
+        a->kind = 'a';
         msg = "unknown acknowledgement type: acked";
     }
     cJSON_Delete(o);
@@ -118,15 +164,16 @@ static void job_frame(fl_task_t *t, const fl_frame_t *f, fl_slice_t ctx, fl_slic
     }
     if (r->streamed) {
         fl_warn("jobs: job %s: streaming is not supported: nacked", r->id);
-        report(r, 'd', 0, NULL);
+        report(r, 'd', 0, NULL, FL_SLICE("streaming is not supported"));
     } else {
-        char kind, *headers;
-        long delay;
-        const char *odd = fl_rjobs_decide(body.base, body.len, &kind, &delay, &headers);
+        fl_rjobs_answer_t a;
+        const char *odd = fl_rjobs_decide(body.base, body.len, &a);
         if (odd)
-            fl_warn("jobs: job %s: %s", r->id, odd);
-        report(r, kind, delay, headers);
-        cJSON_free(headers);
+            fl_warn("jobs: job %s: %s%s%s", r->id, odd, a.message ? ": " : "",
+                    a.message ? a.message : "");
+        report(r, a.kind, a.delay, a.headers, fl_slice_cstr(a.message));
+        cJSON_free(a.headers);
+        cJSON_free(a.message);
     }
     rjob_free(r);
 }
@@ -134,38 +181,45 @@ static void job_frame(fl_task_t *t, const fl_frame_t *f, fl_slice_t ctx, fl_slic
 static void job_fail(fl_task_t *t, const char *why, fl_slice_t detail)
 {
     rjob_t *r = t->data;
-    if (why == fl_task_err_worker || why == fl_task_err_exec_ttl) {
-        /* RR: an ERROR frame or exec failure is a nack; no requeue, or a job that always
-         * fails (or hangs) would loop for ever. */
-        fl_warn("jobs: job %s failed: %.*s", r->id, (int)(detail.len > 500 ? 500 : detail.len),
-                detail.base);
-        report(r, 'd', 0, NULL);
+    int dl = (int)(detail.len > 300 ? 300 : detail.len);
+    if (why == fl_task_err_worker) {
+        /* RR: an ERROR frame is a nack without requeue (a job that always fails would loop). */
+        fl_warn("jobs: job %s failed: %.*s", r->id, dl, detail.base);
+        report(r, 'd', 0, NULL, detail);
+    } else if (why == fl_task_err_exec_ttl || why == fl_task_err_died) {
+        /* It ran and did not finish: the worker was killed (jobs.timeout, exec_ttl) or died. */
+        fl_warn("jobs: job %s: %.*s: requeued", r->id, dl, detail.base);
+        report(r, 'f', 0, NULL, detail);
     } else {
-        /* The worker died mid-job, or the pool could not run it: back to the broker. */
-        fl_info("jobs: job %s: %.*s: requeued", r->id, (int)(detail.len > 200 ? 200 : detail.len),
-                detail.base);
-        report(r, 'r', 0, NULL);
+        /* The pool could not run it (stopping, no worker in time): back to the broker. */
+        fl_info("jobs: job %s: %.*s: back to the broker", r->id, dl, detail.base);
+        report(r, 'b', 0, NULL, detail);
     }
     rjob_free(r);
 }
 
-/* "JOB <seq> <ctxlen>\n" + ctx + payload → a task frame (§7.1: RAW, one option = ctx length). */
-static void on_job(fl_rjobs_t *j, const char *msg, size_t n)
+/* One record "JOB <seq> <ctxlen> <plen>\n" + ctx + payload → a task frame (§7.1: RAW, one option =
+ * ctx length). Returns the record's length, 0 when malformed. */
+static size_t on_job(fl_rjobs_t *j, const char *msg, size_t n)
 {
-    const char *nl = memchr(msg, '\n', n > 64 ? 64 : n);
+    const char *nl = memchr(msg, '\n', n > 80 ? 80 : n);
     unsigned long long seq;
-    size_t clen;
-    if (!nl || sscanf(msg + strlen(FL_MSG_JOB), "%llu %zu", &seq, &clen) != 2 ||
-        clen > (size_t)(msg + n - nl - 1)) {
+    size_t clen, plen;
+    if (!nl || sscanf(msg + strlen(FL_MSG_JOB), "%llu %zu %zu", &seq, &clen, &plen) != 3 ||
+        clen > (size_t)(msg + n - nl - 1) || plen > (size_t)(msg + n - nl - 1) - clen) {
         fl_error("jobs: malformed job message from the master");
-        return;
+        return 0;
     }
     const char *ctx = nl + 1, *payload = ctx + clen;
-    size_t plen = (size_t)(msg + n - payload);
     rjob_t *r = calloc(1, sizeof(*r));
-    if (!r) {
-        fl_error("jobs: out of memory");
-        return;
+    rjob_t oom = {.owner = j, .seq = seq};
+    uint32_t opt = (uint32_t)clen;
+    /* ctx and payload are adjacent in the message: they are the frame's payload as is */
+    if (!r || fl_frame_encode(&r->task.frame, FL_FRAME_RAW, 0, &opt, 1, ctx, clen + plen) < 0) {
+        free(r);
+        fl_error("jobs: out of memory: job %llu goes back to the broker", seq);
+        report(&oom, 'b', 0, NULL, FL_SLICE("out of memory in a reactor"));
+        return (size_t)(payload + plen - msg);
     }
     r->owner = j;
     r->seq = seq;
@@ -175,18 +229,12 @@ static void on_job(fl_rjobs_t *j, const char *msg, size_t n)
     while (il < sizeof(r->id) - 1 && id + il < payload && id[il] != '"')
         il++;
     memcpy(r->id, id, il);
-    uint32_t opt = (uint32_t)clen;
-    /* ctx and payload are adjacent in the message: they are the frame's payload as is */
-    if (fl_frame_encode(&r->task.frame, FL_FRAME_RAW, 0, &opt, 1, ctx, clen + plen) < 0) {
-        free(r);
-        fl_error("jobs: out of memory");
-        return;
-    }
     r->task.label = fl_slice_cstr(r->id);
     r->task.on_frame = job_frame;
     r->task.on_fail = job_fail;
     r->task.data = r;
     fl_pool_submit(j->pool, &r->task);
+    return (size_t)(payload + plen - msg);
 }
 
 fl_rjobs_t *fl_rjobs_new(fl_loop_t *loop, fl_pool_t *pool, int chan_fd, unsigned slot)
@@ -203,6 +251,7 @@ fl_rjobs_t *fl_rjobs_new(fl_loop_t *loop, fl_pool_t *pool, int chan_fd, unsigned
 
 static void send_cap(fl_rjobs_t *j, unsigned cap)
 {
+    fl_rjobs_flush(j);
     char m[32];
     int k = snprintf(m, sizeof(m), FL_MSG_JCAP "%u", cap);
     send_str(j, m, (size_t)k);
@@ -229,11 +278,21 @@ bool fl_rjobs_msg(fl_rjobs_t *j, const char *msg, size_t n)
     size_t l = strlen(FL_MSG_JOB);
     if (n <= l || memcmp(msg, FL_MSG_JOB, l) != 0)
         return false;
-    on_job(j, msg, n);
+    while (n > l && memcmp(msg, FL_MSG_JOB, l) == 0) { /* one dispatch may carry several */
+        size_t k = on_job(j, msg, n);
+        if (!k)
+            break;
+        msg += k;
+        n -= k;
+    }
     return true;
 }
 
 void fl_rjobs_free(fl_rjobs_t *j)
 {
+    if (!j)
+        return;
+    fl_rjobs_flush(j); /* the loop may have stopped right after the last answers */
+    fl_buf_free(&j->done);
     free(j);
 }

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "pool.h"
 #include "spawn.h"
+#include "srvmetrics.h"
 
 const char fl_task_err_worker[] = "worker error";
 const char fl_task_err_died[] = "worker died";
@@ -60,6 +61,7 @@ struct fl_worker {
     bool orphan;            /* the task's owner went away; discard the answer */
     bool dead;              /* freed at the next collect: callers up the stack may hold it */
     bool exited;            /* reaped: never signal its pid again */
+    bool removed;           /* retired by informer.RemoveWorker: counted in pool->removing */
     const char *retire_why; /* a limit hit while busy: retire once the task is done */
     int retire_state;
     const char *deadline_why; /* what w->timer means when it fires */
@@ -81,6 +83,7 @@ typedef struct {
     fl_pool_t *pool;
     unsigned slot;
     fl_timer_id id;
+    int64_t due_ms; /* when id fires: re-armed at the same time if the array moves (grow) */
 } fl_respawn_t;
 
 #define NO_SLOT ((unsigned)-1)
@@ -96,6 +99,8 @@ struct fl_pool {
     fl_task_t *qhead, *qtail;
     unsigned nqueued;
     unsigned fail_streak; /* consecutive workers lost before their handshake */
+    unsigned shrink;      /* RemoveWorker calls waiting for a worker to finish its task */
+    unsigned removing;    /* workers removed by RemoveWorker that have not exited yet */
     bool starting, ready_sent, stopping, stopped_sent, dispatching;
     fl_respawn_t *respawn; /* per slot */
     fl_worker_t *graveyard;
@@ -111,6 +116,7 @@ static void spawn_slot(fl_pool_t *p, unsigned slot);
 static void dispatch(fl_pool_t *p);
 static void spawn_on_demand(fl_pool_t *p);
 static void queue_unlink(fl_pool_t *p, fl_task_t *t);
+static bool shrink_take(fl_worker_t *w);
 
 static const char *pname(const fl_pool_t *p)
 {
@@ -164,6 +170,7 @@ static void set_state(fl_worker_t *w, int to)
         return;
     }
     w->state = to;
+    fl_srvm_worker(w->pool->o.name, from, to, w->pool->stopping); /* gauges, restarts */
     fl_debug("%s pool: worker %d: %s -> %s", pname(w->pool), (int)w->pid,
              fl_worker_status_str(from), fl_worker_status_str(to));
 }
@@ -508,6 +515,9 @@ static void worker_free(fl_worker_t *w)
         }
     }
     p->nlive--;
+    fl_srvm_worker(p->o.name, w->state, -1, true);
+    if (w->removed)
+        p->removing--;
     w->dead = true;
     w->busy = false;
     w->next_dead = p->graveyard;
@@ -554,6 +564,7 @@ static void schedule_respawn(fl_pool_t *p, unsigned slot)
                  pname(p), p->fail_streak, (long long)delay);
     fl_timer_del(p->loop, p->respawn[slot].id);
     p->respawn[slot].id = fl_timer_add(p->loop, delay, respawn_cb, &p->respawn[slot]);
+    p->respawn[slot].due_ms = fl_now_ms() + delay;
 }
 
 static void spawn_on_demand(fl_pool_t *p)
@@ -715,6 +726,7 @@ static void spawn_slot(fl_pool_t *p, unsigned slot)
     w->fd = s.relay_fd;
     w->statm_fd = -1;
     w->state = FL_W_INACTIVE;
+    fl_srvm_worker(p->o.name, -1, FL_W_INACTIVE, false);
     w->created_ms = w->last_used_ms = fl_now_ms();
     w->created_ns = unix_ns();
     /* Jitter max_jobs by 0-14% so workers do not all restart at once (as RoadRunner). */
@@ -777,6 +789,8 @@ static void exec_done(fl_worker_t *w)
 static void worker_free_up(fl_worker_t *w)
 {
     fl_pool_t *p = w->pool;
+    if (shrink_take(w))
+        return; /* a RemoveWorker was waiting for the next worker to finish */
     if (w->retire_why) {
         worker_retire(w, w->retire_state, w->retire_why);
         return;
@@ -851,6 +865,7 @@ static void on_handshake(fl_worker_t *w, const fl_frame_t *f)
                 p->o.on_ready(p, p->o.data);
         }
     }
+    shrink_take(w); /* a RemoveWorker waits, and this one serves nobody yet */
 }
 
 static void discard_frame(fl_worker_t *w, const fl_frame_t *f, const char *when)
@@ -1009,9 +1024,10 @@ static void worker_read(fl_worker_t *w)
             return;
         }
         w->in.len += (size_t)n;
+        bool drained = (size_t)n < w->in.cap - (w->in.len - (size_t)n); /* a short read */
         parse_frames(w);
-        if (w->dead)
-            return;
+        if (w->dead || drained)
+            return; /* level-triggered: anything later wakes us again, no EAGAIN read */
     }
 }
 
@@ -1085,17 +1101,18 @@ static void queue_unlink(fl_pool_t *p, fl_task_t *t)
     t->qnext = t->qprev = NULL;
     t->queued = false;
     p->nqueued--;
+    fl_srvm_queue(p->o.name, p->nqueued);
     fl_timer_del(p->loop, t->timer);
     t->timer = 0;
 }
 
 /* An idle worker whose relay has anything unread (a frame, EOF) is dealt with first: a stop
- * or a death while idle must not cost the task about to be handed to it. One MSG_PEEK. */
+ * or a death while idle must not cost the task about to be handed to it. */
 static bool idle_worker_clean(fl_worker_t *w)
 {
-    char c;
-    ssize_t n = recv(w->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    /* The loop knows whether the relay has an event not handled yet in this batch (a stop
+     * frame, EOF): no MSG_PEEK system call per request. */
+    if (!fl_io_pending(w->pool->loop, w->fd))
         return true;
     worker_drain(w);
     return !w->dead && w->in_idle;
@@ -1215,6 +1232,7 @@ static void enqueue(fl_pool_t *p, fl_task_t *t, bool front)
         p->qtail = t;
     }
     p->nqueued++;
+    fl_srvm_queue(p->o.name, p->nqueued);
     t->timer = fl_timer_add(p->loop, p->o.allocate_timeout_ms, alloc_timeout, t);
     dispatch(p);
 }
@@ -1337,6 +1355,158 @@ void fl_pool_reset(fl_pool_t *p)
         p->respawn[i].id = 0;
         spawn_slot(p, i);
     }
+}
+
+/* ---- scaling at run time (informer.AddWorker / RemoveWorker) ---- */
+
+/* One more slot. The respawn timers point into p->respawn, so the ones pending are re-armed for
+ * the same moment once the array has moved. */
+static int grow(fl_pool_t *p)
+{
+    unsigned n = p->o.num_workers;
+    fl_worker_t **slots = realloc(p->slots, (n + 1) * sizeof(*slots));
+    if (slots)
+        p->slots = slots;
+    pid_t *replace = slots ? realloc(p->replace, (n + 1) * sizeof(*replace)) : NULL;
+    if (replace)
+        p->replace = replace;
+    fl_respawn_t *old = p->respawn, *rs = replace ? malloc((n + 1) * sizeof(*rs)) : NULL;
+    if (!rs)
+        return -1;
+    memcpy(rs, old, n * sizeof(*rs));
+    p->respawn = rs;
+    int64_t now = fl_now_ms();
+    for (unsigned i = 0; i < n; i++) {
+        if (!rs[i].id)
+            continue;
+        fl_timer_del(p->loop, rs[i].id);
+        int64_t left = rs[i].due_ms > now ? rs[i].due_ms - now : 0;
+        rs[i].id = fl_timer_add(p->loop, left, respawn_cb, &rs[i]);
+    }
+    free(old);
+    p->slots[n] = NULL;
+    p->replace[n] = 0;
+    p->respawn[n] = (fl_respawn_t){.pool = p, .slot = n};
+    return 0;
+}
+
+/* Takes slot k out (its worker, if any, already detached); the last slot moves into its place,
+ * so the slots stay 0 .. num_workers-1. */
+static void drop_slot(fl_pool_t *p, unsigned k)
+{
+    unsigned last = p->o.num_workers - 1;
+    fl_timer_del(p->loop, p->respawn[k].id);
+    p->respawn[k].id = 0;
+    pid_t replaced = p->replace[k]; /* a reset's old worker: nothing replaces it now */
+    p->replace[k] = 0;
+    if (k != last) {
+        p->slots[k] = p->slots[last];
+        if (p->slots[k])
+            p->slots[k]->slot = k;
+        p->replace[k] = p->replace[last];
+        if (p->respawn[last].id) {
+            fl_timer_del(p->loop, p->respawn[last].id);
+            p->respawn[last].id = 0;
+            schedule_respawn(p, k);
+        }
+    }
+    p->slots[last] = NULL;
+    p->replace[last] = 0;
+    p->o.num_workers--;
+    if (replaced)
+        retire_replaced(p, replaced);
+}
+
+static void remove_retire(fl_worker_t *w)
+{
+    fl_pool_t *p = w->pool;
+    unsigned k = detach_slot(w);
+    w->removed = true;
+    p->removing++;
+    if (k != NO_SLOT)
+        drop_slot(p, k);
+    fl_info("%s pool: worker %d removed (informer.RemoveWorker): %u workers now", pname(p),
+            (int)w->pid, p->o.num_workers);
+    if (w->up)
+        worker_retire(w, FL_W_DESTROYED, "removed"); /* the stop frame: it exits by itself */
+    else
+        worker_kill(w, FL_W_DESTROYED, NULL, "removed", false); /* booting: serves nobody */
+}
+
+/* A worker that just became free (task done, or handshake done) goes, when a RemoveWorker waits. */
+static bool shrink_take(fl_worker_t *w)
+{
+    fl_pool_t *p = w->pool;
+    if (!p->shrink || p->stopping || w->slot == NO_SLOT || w->retiring || w->dead)
+        return false;
+    p->shrink--;
+    remove_retire(w);
+    return true;
+}
+
+int fl_pool_add_worker(fl_pool_t *p)
+{
+    if (p->stopping)
+        return -1;
+    if (p->shrink) { /* a removal still waits for its worker: it simply does not happen */
+        p->shrink--;
+        fl_info("%s pool: informer.AddWorker cancels a pending removal: %u workers", pname(p),
+                p->o.num_workers);
+        return 0;
+    }
+    if (grow(p) < 0)
+        return -1;
+    unsigned k = p->o.num_workers++;
+    fl_info("%s pool: informer.AddWorker: %u workers now", pname(p), p->o.num_workers);
+    if (!p->o.debug) /* debug mode spawns on demand: the slot only raises the ceiling */
+        spawn_slot(p, k);
+    return 0;
+}
+
+int fl_pool_remove_worker(fl_pool_t *p)
+{
+    if (p->stopping || p->o.num_workers <= p->shrink + 1)
+        return -1;
+    /* Cheapest first: a slot with no worker, one still booting, an idle worker; never a task. */
+    unsigned empty = NO_SLOT, booting_slot = NO_SLOT;
+    for (unsigned i = 0; i < p->o.num_workers; i++) {
+        fl_worker_t *w = p->slots[i];
+        if (!w && empty == NO_SLOT)
+            empty = i;
+        else if (w && !w->up && booting_slot == NO_SLOT)
+            booting_slot = i;
+    }
+    if (empty != NO_SLOT) {
+        drop_slot(p, empty);
+        fl_info("%s pool: informer.RemoveWorker: %u workers now", pname(p), p->o.num_workers);
+        return 0;
+    }
+    if (booting_slot != NO_SLOT) {
+        fl_worker_t *w = p->slots[booting_slot];
+        w->retiring = true; /* on purpose: not a start-up failure */
+        remove_retire(w);
+        return 0;
+    }
+    for (fl_worker_t *w = p->idle; w; w = w->next_idle) {
+        if (w->slot != NO_SLOT && !w->retiring && !w->busy && !w->settling) {
+            remove_retire(w);
+            return 0;
+        }
+    }
+    p->shrink++; /* every worker is busy: the next one to finish goes (worker_free_up) */
+    fl_info("%s pool: informer.RemoveWorker: every worker is busy; the next to finish goes",
+            pname(p));
+    return 0;
+}
+
+bool fl_pool_settled(const fl_pool_t *p)
+{
+    if (p->shrink || p->removing)
+        return false;
+    for (unsigned i = 0; i < p->o.num_workers && !p->o.debug; i++)
+        if (!p->slots[i] || !p->slots[i]->up)
+            return false;
+    return true;
 }
 
 /* ---- shutdown ---- */

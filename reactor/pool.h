@@ -120,6 +120,17 @@ size_t fl_pool_workers(const fl_pool_t *p, fl_worker_info_t *out, size_t max);
  * old worker keeps serving until its replacement is ready, then it is stopped (a busy one after
  * its task, or killed once reset_timeout elapsed). No task fails because of a reset. */
 void fl_pool_reset(fl_pool_t *p);
+/* informer.AddWorker: one more worker slot, its worker spawned now. The new size holds for the
+ * pool's life: a worker that dies is replaced, a reset replaces every slot. 0, or -1 (stopping,
+ * out of memory). */
+int fl_pool_add_worker(fl_pool_t *p);
+/* informer.RemoveWorker: one slot fewer without failing a request: an empty or booting slot goes
+ * at once, else an idle worker is stopped gracefully, else the next worker to finish its task.
+ * -1 when the pool would be left without a worker, or is stopping. */
+int fl_pool_remove_worker(fl_pool_t *p);
+/* The pool has the size asked for: every slot's worker is up, no removal waits, and every
+ * removed worker has exited. */
+bool fl_pool_settled(const fl_pool_t *p);
 /* Soft-stop every worker: idle ones now, busy ones after their task, all killed after
  * destroy_timeout; on_stopped at the end. */
 void fl_pool_shutdown(fl_pool_t *p);

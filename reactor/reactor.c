@@ -25,6 +25,7 @@ typedef struct {
     bool accepting, ready, stopping;
     int exit_code;
     fl_informer_t informer; /* answers the master's informer / resetter requests */
+    fl_informer_t jinformer; /* the same for the jobs pool: requests prefixed with "J" */
     fl_pool_t *jobs_pool;   /* jobs.pool, NULL when not configured (reactor/jobs.c) */
     fl_rjobs_t *jobs;
     unsigned pools_running; /* the loop stops once every pool has stopped */
@@ -196,6 +197,24 @@ static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
     }
 }
 
+/* jobs.pool.num_workers below the number of reactors leaves some without a jobs pool: they
+ * answer the master's jobs-pool requests at once (no workers, nothing to reset). */
+static void no_jobs_pool(fl_reactor_t *r, const char *msg, size_t n)
+{
+    char out[64];
+    const char *verb = NULL, *reply = NULL;
+    if (n > strlen(FL_MSG_WORKERS) && !memcmp(msg, FL_MSG_WORKERS, strlen(FL_MSG_WORKERS)))
+        verb = FL_MSG_WORKERS, reply = FL_MSG_WORKERS;
+    else if (n > strlen(FL_MSG_RESET_ID) && !memcmp(msg, FL_MSG_RESET_ID, strlen(FL_MSG_RESET_ID)))
+        verb = FL_MSG_RESET_ID, reply = FL_MSG_RESET_DONE;
+    if (!verb)
+        return;
+    unsigned id = (unsigned)strtoul(msg + strlen(verb), NULL, 10);
+    int k = snprintf(out, sizeof(out), "%s%u%s", reply, id, reply == verb ? " []" : "");
+    if (send(r->o.chan_fd, out, (size_t)k, MSG_NOSIGNAL) < 0)
+        fl_warn("cannot answer the master: %s", strerror(errno));
+}
+
 static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
 {
     FL_UNUSED(events);
@@ -210,6 +229,11 @@ static void chan_io(fl_loop_t *loop, int fd, int events, void *data)
         fl_pool_reset(r->pool); /* rr reset: rolling restart of the PHP workers */
     } else if (n > 0 && r->jobs && fl_rjobs_msg(r->jobs, buf, (size_t)n)) {
         /* a job for the jobs pool */
+    } else if (n > 1 && buf[0] == 'J') { /* "JWORKERS id", "JRESET id": the jobs pool */
+        if (r->jobs_pool)
+            fl_informer_handle(&r->jinformer, buf + 1, (size_t)n - 1);
+        else
+            no_jobs_pool(r, buf + 1, (size_t)n - 1);
     } else if (n > 0) {
         fl_informer_handle(&r->informer, buf, (size_t)n); /* RPC: "WORKERS id", "RESET id" */
     }
@@ -220,6 +244,7 @@ static void before_sleep(fl_loop_t *loop, void *data)
     FL_UNUSED(loop);
     fl_reactor_t *r = data;
     fl_http_flush(&r->http);
+    fl_rjobs_flush(r->jobs); /* the jobs answered this turn, in one message */
 }
 
 static int setup_signals(fl_reactor_t *r)
@@ -277,11 +302,16 @@ int fl_reactor_main(const fl_reactor_opts_t *o)
     r.http.data = &r;
     fl_informer_init(&r.informer, r.loop, r.pool, o->chan_fd,
                      o->pool.reset_timeout_ms + o->pool.allocate_timeout_ms);
+    if (r.jobs_pool)
+        fl_informer_init(&r.jinformer, r.loop, r.jobs_pool, o->chan_fd,
+                         o->jobs_pool.reset_timeout_ms + o->jobs_pool.allocate_timeout_ms);
     fl_io_set(r.loop, o->chan_fd, FL_EV_READ, chan_io, &r);
     fl_loop_before_sleep(r.loop, before_sleep, &r);
     if (fl_pool_start(r.pool) == 0 && (!r.jobs_pool || fl_pool_start(r.jobs_pool) == 0))
         fl_loop_run(r.loop);
     fl_informer_stop(&r.informer);
+    if (r.jobs_pool)
+        fl_informer_stop(&r.jinformer);
     fl_http_flush(&r.http);
     fl_http_close_all(&r.http);
     fl_http_free(&r.http);

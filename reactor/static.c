@@ -1,13 +1,21 @@
 /* Static files (RoadRunner's `static` middleware) served inside the reactor.
  *
  * Path safety: the target is %-decoded and split into segments; a `..` segment is 403 (RR's
- * rule, per segment rather than per substring so that "a..b.css" is a name, not an attack).
- * Symlinks are followed only while they stay below the root: the kernel resolves the whole path
- * with openat2(RESOLVE_BENEATH) relative to a descriptor of the root, so there is no window
- * between a check and the open. Where openat2 is missing (old kernel, seccomp), or for an
- * absolute symlink (which RESOLVE_BENEATH refuses even when it points inside), the file is
- * opened normally and the path the kernel reports for the open descriptor (/proc/self/fd) must
- * lie below the root's real path: the check is on what was opened, so it is race-free too.
+ * rule, per segment rather than per substring so that "a..b.css" is a name, not an attack), so a
+ * request can never climb out of the root by itself; only a symlink someone put below the root
+ * can lead elsewhere. What happens then is http.static.symlinks:
+ *   follow (default)  followed wherever it points, as nginx (disable_symlinks off) and RR do:
+ *                     Laravel's `public/storage -> ../storage/app/public` must be served.
+ *   inside            followed only while it stays below the root: the kernel resolves the whole
+ *                     path with openat2(RESOLVE_BENEATH) relative to a descriptor of the root, so
+ *                     there is no window between a check and the open. Where openat2 is missing
+ *                     (old kernel, seccomp), or for an absolute symlink (which RESOLVE_BENEATH
+ *                     refuses even when it points inside), the file is opened normally and the
+ *                     path the kernel reports for the open descriptor (/proc/self/fd) must lie
+ *                     below the root's real path: the check is on what was opened, race-free too.
+ *   off               no symlink below the root at all (RESOLVE_NO_SYMLINKS, or the descriptor's
+ *                     real path must be exactly the root's plus the request's).
+ * A refused symlink is 403.
  *
  * The root descriptor is re-resolved at most once a second when `dir` starts naming another
  * directory, so a deploy that swaps a `current -> releases/N` symlink is picked up.
@@ -495,6 +503,50 @@ static int open_beneath(const struct fl_static_root *r, const char *rel, bool fo
     return open_verified(r, rel);
 }
 
+/* symlinks: off. -EXDEV when a component below the root is a symlink. */
+static int open_no_symlinks(const struct fl_static_root *r, const char *rel, bool force_verified)
+{
+#if defined(__linux__) && defined(SYS_openat2)
+    if (have_openat2 && !force_verified) {
+        struct open_how how = {.flags = OPEN_FLAGS,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+        int fd = (int)syscall(SYS_openat2, r->fd, rel, &how, sizeof(how));
+        if (fd >= 0)
+            return fd;
+        if (errno == ELOOP || errno == EXDEV)
+            return -EXDEV;
+        if (errno != ENOSYS && errno != EPERM)
+            return -errno;
+        have_openat2 = false;
+    }
+#endif
+    int fd = openat(r->fd, rel, OPEN_FLAGS | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ELOOP ? -EXDEV : -errno;
+    /* No symlink crossed <=> the kernel's path for it is the root's real path + "/" + rel. */
+    char real[PATH_MAX];
+    size_t len, rl = strlen(rel), base = r->real_len == 1 ? 0 : r->real_len; /* root "/" */
+    if (fd_path(fd, real, sizeof(real), &len) < 0 || len != base + 1 + rl ||
+        memcmp(real, r->real, base) != 0 || real[base] != '/' ||
+        memcmp(real + base + 1, rel, rl) != 0) {
+        close(fd);
+        return -EXDEV;
+    }
+    return fd;
+}
+
+/* rel (no leading '/', no `..` segment) opened as http.static.symlinks says; -errno, -EXDEV for
+ * a symlink it refuses. */
+static int open_rel(const struct fl_static_root *r, const char *rel, int symlinks)
+{
+    if (symlinks == FL_STATIC_SYMLINKS_INSIDE)
+        return open_beneath(r, rel, false);
+    if (symlinks == FL_STATIC_SYMLINKS_OFF)
+        return open_no_symlinks(r, rel, false);
+    int fd = openat(r->fd, rel, OPEN_FLAGS);
+    return fd < 0 ? -errno : fd;
+}
+
 void fl_static_free(fl_static_opts_t *o)
 {
     if (o->root && o->root->fd >= 0)
@@ -628,9 +680,12 @@ bool fl_static_try(fl_conn_t *c, fl_static_opts_t *o)
     struct fl_static_root *r = root_get(o);
     if (!r)
         return false;
-    int fd = open_beneath(r, rel, false);
+    int fd = open_rel(r, rel, o->symlinks);
     if (fd == -EXDEV) {
-        fl_info("static: /%s leaves %s through a symlink: 403", rel, o->dir);
+        fl_info("static: /%s %s %s (http.static.symlinks: %s): 403", rel,
+                o->symlinks == FL_STATIC_SYMLINKS_OFF ? "goes through a symlink below"
+                                                      : "leaves through a symlink",
+                o->dir, o->symlinks == FL_STATIC_SYMLINKS_OFF ? "off" : "inside");
         fl_conn_respond(c, 403, FL_SLICE("Content-Type: text/plain; charset=utf-8\r\n"),
                         FL_SLICE("403 Forbidden\n"));
         return true;

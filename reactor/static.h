@@ -1,8 +1,9 @@
 /* Static files served by the reactor itself (RoadRunner's `static` middleware, `http.static`):
  * sendfile, conditional GET (ETag, Last-Modified), single byte ranges, Content-Type by extension.
  * A miss (no such file, a directory, no extension, a forbidden or not allowed extension, a method
- * other than GET/HEAD) falls through to PHP; a path with a `..` segment, or one that leaves the
- * root through a symlink, is answered 403. */
+ * other than GET/HEAD) falls through to PHP; a path with a `..` segment is answered 403. Symlinks
+ * below the root are followed wherever they point, as nginx does by default (Laravel's
+ * public/storage -> ../storage/app/public); http.static.symlinks narrows that (403 otherwise). */
 #ifndef FL_STATIC_H
 #define FL_STATIC_H
 
@@ -15,12 +16,20 @@
 struct fl_conn;
 struct fl_static_root;
 
+/* http.static.symlinks (forkline's own key), in the order of the config's names. */
+enum {
+    FL_STATIC_SYMLINKS_FOLLOW, /* "follow" (default): any symlink (nginx: disable_symlinks off) */
+    FL_STATIC_SYMLINKS_INSIDE, /* "inside": only symlinks that resolve below the root */
+    FL_STATIC_SYMLINKS_OFF,    /* "off": no symlink below the root (the root itself may be one) */
+};
+
 typedef struct {
     const char *dir;     /* NULL = the static middleware is off */
     char *const *forbid; /* extensions, lower-case, with or without the dot; NULL-terminated */
     char *const *allow;  /* empty or NULL = every extension that is not forbidden */
     bool calculate_etag, weak;   /* ETag from mtime (ns) + size; weak adds W/ */
     char *const *response;       /* extra response headers: name, value, name, value, ..., NULL */
+    int symlinks;                /* FL_STATIC_SYMLINKS_* */
     struct fl_static_root *root; /* opened on first use (per reactor process) */
 } fl_static_opts_t;
 

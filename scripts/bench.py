@@ -3,7 +3,8 @@
 
     python3 scripts/bench.py            # full: 3 rounds x 4 s per run, writes BENCHMARKS.md
     python3 scripts/bench.py --quick    # 1 round x 3 s, writes build/BENCHMARKS.quick.md
-    make bench  /  make bench QUICK=1
+    python3 scripts/bench.py --only callgrind,strace   # one phase or a few: build/BENCHMARKS.partial.md
+    make bench  /  make bench QUICK=1  /  make bench BENCH_ARGS="--only rss"
 
 Starts, each on 127.0.0.1 and a free port with its own config in a temp directory (the system
 services' configs and ports are never used): forkline with the example app (php/app/worker.php),
@@ -11,7 +12,10 @@ nginx + php-fpm (pm static, the same number of PHP processes, OPcache on), apach
 and nginx `return 200`. wrk runs against each in turn (alternating, every round), c = 8, 64, 256,
 keep-alive and `Connection: close`; the table holds the median of the rounds. Then: static files
 (if forkline's http.static works), a 1 MB PHP response, a 5 MB POST, RSS idle and after N requests,
-and instructions per request of a reactor under callgrind. Every process is stopped by pid.
+instructions and allocator calls per request of a reactor under callgrind, and its system calls
+per request under `strace -c`. CPU time per request of each server's front and PHP processes is
+read from /proc for every run. The report opens with the issue's bars: met, or missed by how
+much. BENCHMARKS.md keeps everything below its notes marker. Every process is stopped by pid.
 """
 import argparse
 import atexit
@@ -45,7 +49,9 @@ NOTES_MARK = "<!-- notes: everything below this line is kept when the harness re
 
 procs = []  # every Popen we started, stopped at exit
 OUR_SIDS = {os.getsid(0)}  # our session and each server's (every server is a session leader)
-NOISE = {"max": 0.10, "retries": 3, "wait": 120, "kept": [], "retried": 0}
+# A disturbed run is repeated after a quiet wait, within a total waiting budget so that a run on
+# a busy machine still ends (the report says how disturbed the kept runs were).
+NOISE = {"max": 0.10, "retries": 3, "wait": 120, "budget": 900, "spent": 0.0, "kept": [], "retried": 0}
 
 
 def log(*a):
@@ -516,14 +522,18 @@ def foreign_share(a, b):
 
 def wait_quiet():
     """On a shared machine: wait (bounded) until others leave the CPUs alone for 2 s."""
-    deadline = time.time() + NOISE["wait"]
-    while True:
-        a = cpu_snapshot()
-        time.sleep(2)
-        share = foreign_share(a, cpu_snapshot())
-        if share < NOISE["max"] / 2 or time.time() > deadline:
-            return share
-        log("  (other processes use %.0f %% of the CPUs: waiting)" % (100 * share))
+    t0 = time.time()
+    deadline = t0 + min(NOISE["wait"], max(0.0, NOISE["budget"] - NOISE["spent"]))
+    try:
+        while True:
+            a = cpu_snapshot()
+            time.sleep(2)
+            share = foreign_share(a, cpu_snapshot())
+            if share < NOISE["max"] / 2 or time.time() > deadline:
+                return share
+            log("  (other processes use %.0f %% of the CPUs: waiting)" % (100 * share))
+    finally:
+        NOISE["spent"] += time.time() - t0
 
 
 def parse_time(s):
@@ -579,9 +589,43 @@ def median_of(runs):
     for x in runs:
         for k, v in x.get("detail", {}).items():
             detail[k] = detail.get(k, 0) + v
+    cpu = {}
+    for g in sorted({g for x in runs for g in x.get("cpu", {})}):
+        cpu[g] = statistics.median([x["cpu"][g] for x in runs if g in x.get("cpu", {})])
     return {"rps": med("rps"), "p50": med("p50"), "p99": med("p99"), "detail": detail,
             "errors": sum(x["errors"] for x in runs), "n": len(runs), "cmd": runs[-1]["cmd"],
-            "all": [x["rps"] for x in runs]}
+            "all": [x["rps"] for x in runs], "cpu": cpu}
+
+
+# name -> function returning {group: [pids]}: whose CPU time a run of that target is charged to
+CPU_GROUPS = {}
+
+
+def jiffies(pids):
+    t = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            t += int(st[11]) + int(st[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return t
+
+
+def wrk_cpu(name, port, path, c, close, seconds, script):
+    """wrk() plus the CPU time per request (µs) of the target's process groups and of wrk."""
+    groups = CPU_GROUPS[name]() if name in CPU_GROUPS else {}
+    before = {g: jiffies(pids) for g, pids in groups.items()}
+    t0 = os.times()
+    r = wrk(port, path, c, close, seconds, script)
+    t1 = os.times()
+    n = float(r["requests"] or 1)
+    hz = float(os.sysconf("SC_CLK_TCK"))
+    r["cpu"] = {g: 1e6 * (jiffies(pids) - before[g]) / hz / n for g, pids in groups.items()}
+    r["cpu"]["wrk"] = 1e6 * ((t1.children_user + t1.children_system) -
+                             (t0.children_user + t0.children_system)) / n
+    return r
 
 
 def run_matrix(targets, cells, rounds, seconds, pause=0.5):
@@ -594,14 +638,14 @@ def run_matrix(targets, cells, rounds, seconds, pause=0.5):
         for c, close in cells:
             k = (rnd + cells.index((c, close))) % len(targets)
             for name, port, path, script in targets[k:] + targets[:k]:
-                r = wrk(port, path, c, close, seconds, script)
+                r = wrk_cpu(name, port, path, c, close, seconds, script)
                 for _ in range(NOISE["retries"]):
-                    if r["foreign"] <= NOISE["max"]:
+                    if r["foreign"] <= NOISE["max"] or NOISE["spent"] >= NOISE["budget"]:
                         break
                     log("  (run disturbed: other processes used %.0f %% of the CPUs; again)" % (100 * r["foreign"]))
                     NOISE["retried"] += 1
                     wait_quiet()
-                    r = wrk(port, path, c, close, seconds, script)
+                    r = wrk_cpu(name, port, path, c, close, seconds, script)
                 NOISE["kept"].append(r["foreign"])
                 raw.setdefault((name, c, close), []).append(r)
                 done += 1
@@ -647,6 +691,9 @@ def raw_client(port, n, close, path="/"):
     if s:
         s.close()
 
+
+# forkline's own sources in a callgrind file:function name, wherever the binary was built
+OUR_SRC = re.compile(r"^\S*?/((?:reactor|protocols|relay|lib|master)/[\w.]+\.c:)")
 
 ALLOC_FNS = {"malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "mallocx",
              "rallocx", "sdallocx", "je_malloc", "je_calloc", "je_realloc", "je_free",
@@ -722,8 +769,8 @@ def callgrind_run(env, n, quick):
                 raise RuntimeError("callgrind_control -d produced no dump")
             dump = os.path.join(cgdir, sorted(new)[-1])
             total, fns = annotate(dump, 15)
-            ours = [(ir, w) for ir, w in annotate(dump, 400, inclusive=True)[1]
-                    if w.startswith(ROOT + "/") and "/main.c:" not in w and "/master.c:" not in w][:12]
+            ours = [(ir, OUR_SRC.sub(r"\1", w)) for ir, w in annotate(dump, 400, inclusive=True)[1]
+                    if OUR_SRC.search(w) and "/main.c:" not in w and "/master.c:" not in w][:15]
             allocs, callers = {}, {}
             for (caller, callee), v in callgrind_calls(dump).items():
                 if callee.split("'")[0] in ALLOC_FNS and v:
@@ -733,6 +780,56 @@ def callgrind_run(env, n, quick):
             out[mode] = {"n": n, "ir": total, "ir_req": total / n, "top": fns, "ours": ours, "dump": dump,
                          "allocs": allocs, "callers": callers, "secs": el}
             log("  callgrind %-10s %d requests: %.0f Ir/request" % (mode, n, total / n))
+    finally:
+        fl.stop()
+    return out
+
+
+# ---------------------------------------------------------------- strace
+
+
+def strace_counts(path):
+    """{syscall: calls} from an `strace -c` summary."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            t = line.split()
+            if len(t) >= 5 and t[0][0].isdigit() and t[-1] != "total":
+                out[t[-1]] = int(t[3])
+    return out
+
+
+def strace_run(env, n):
+    """System calls per request of one reactor (1 reactor, 1 PHP worker): `strace -c -p` attached
+    to the reactor over n sequential requests (keep-alive, then a new connection each) and over
+    a wrk run at c = 64 (requests counted by wrk). The PHP worker is not traced."""
+    out = {}
+    fl = Forkline(env, "forkline-strace", reactors=1, workers=1).start()
+    try:
+        reactor = fl.reactors()[0]
+        for mode in ("keep-alive", "close", "wrk c=64 keep-alive"):
+            if mode.startswith("wrk"):
+                wrk(fl.port, "/", 64, False, 1)
+            else:
+                raw_client(fl.port, 300, mode == "close")  # warm up
+            txt = env.path("strace-%s.txt" % mode.replace(" ", "-").replace("=", ""))
+            st = subprocess.Popen(["strace", "-c", "-p", str(reactor), "-o", txt],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            line = st.stderr.readline()  # "strace: Process N attached"
+            if "attached" not in line:
+                st.kill()
+                raise RuntimeError("strace: %s" % line.strip())
+            if mode.startswith("wrk"):
+                reqs = wrk(fl.port, "/", 64, False, 3)["requests"]
+            else:
+                raw_client(fl.port, n, mode == "close")
+                reqs = n
+            time.sleep(0.2)
+            st.send_signal(signal.SIGINT)
+            st.communicate(timeout=30)
+            counts = strace_counts(txt)
+            out[mode] = {"n": reqs, "calls": counts, "per_req": sum(counts.values()) / float(reqs or 1)}
+            log("  strace %-20s %d requests: %.2f syscalls/request" % (mode, reqs, out[mode]["per_req"]))
     finally:
         fl.stop()
     return out
@@ -813,9 +910,12 @@ def main_table(res, cells, names):
 
 
 def variant_table(res, cells, base, variants):
-    rows = ["| connection | c | %s req/s | p99 ms | %s |" % (
-        base, " | ".join("%s req/s | p99 ms | ratio" % v for v in variants)),
-        "|---|--:|--:|--:|" + "--:|--:|--:|" * len(variants)]
+    def cpu(x):
+        t = x.get("cpu", {}).get("front", float("nan")) + x.get("cpu", {}).get("php", float("nan"))
+        return "%.1f" % t if t == t else "-"
+    rows = ["| connection | c | %s req/s | p99 ms | CPU µs/req | %s |" % (
+        base, " | ".join("%s req/s | p99 ms | CPU µs/req | ratio" % v for v in variants)),
+        "|---|--:|--:|--:|--:|" + "--:|--:|--:|--:|" * len(variants)]
     for c, close in cells:
         b = res.get((base, c, close))
         if not b:
@@ -823,9 +923,11 @@ def variant_table(res, cells, base, variants):
         cols = []
         for v in variants:
             x = res.get((v, c, close), {"rps": float("nan"), "p99": float("nan")})
-            cols.append("%s | %s | %s" % (fmt_rps(x["rps"]), fmt_ms(x["p99"]), ratio(x["rps"], b["rps"])))
-        rows.append("| %s | %d | %s | %s | %s |" % ("close" if close else "keep-alive", c,
-                                                     fmt_rps(b["rps"]), fmt_ms(b["p99"]), " | ".join(cols)))
+            cols.append("%s | %s | %s | %s" % (fmt_rps(x["rps"]), fmt_ms(x["p99"]), cpu(x),
+                                              ratio(x["rps"], b["rps"])))
+        rows.append("| %s | %d | %s | %s | %s | %s |" % ("close" if close else "keep-alive", c,
+                                                          fmt_rps(b["rps"]), fmt_ms(b["p99"]), cpu(b),
+                                                          " | ".join(cols)))
     return rows
 
 
@@ -847,6 +949,7 @@ def simple_table(res, rows_spec):
 FL, FLOFF, FLJSON = "forkline", "forkline affinity off", "forkline json codec"
 FPM, AP, N200 = "nginx+php-fpm", "apache mod_php", "nginx return 200"
 CELLS = [(c, close) for close in (False, True) for c in (8, 64, 256)]
+PHASES = ("php", "rss", "callgrind", "strace")  # php = hello world, large bodies, static files
 
 
 def parse_args():
@@ -860,10 +963,15 @@ def parse_args():
     ap.add_argument("--rss-requests", type=int, help="requests for the RSS growth check")
     ap.add_argument("--callgrind-requests", type=int)
     ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--strace-requests", type=int)
+    ap.add_argument("--only", help="comma-separated phases to run, of: %s (default: all; a partial "
+                    "run writes build/BENCHMARKS.partial.md unless --out)" % ",".join(PHASES))
     ap.add_argument("--out", help="report file (default BENCHMARKS.md, or build/BENCHMARKS.quick.md with --quick)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
     ap.add_argument("--noise", type=float, default=10,
                     help="repeat a run when other processes used more than this %% of the CPUs (default 10)")
+    ap.add_argument("--noise-budget", type=float, default=900,
+                    help="seconds of quiet-waiting for repeats over the whole run (default 900)")
     ap.add_argument("--bin", help="forkline binary to measure (default ./forkline; a copy keeps a "
                     "rebuild during the run from changing what is measured)")
     a = ap.parse_args()
@@ -871,7 +979,18 @@ def parse_args():
     a.seconds = a.seconds or (3 if a.quick else 4)
     a.rss_requests = a.rss_requests or (200000 if a.quick else 1000000)
     a.callgrind_requests = a.callgrind_requests or (2000 if a.quick else 10000)
-    a.out = a.out or os.path.join(ROOT, "build/BENCHMARKS.quick.md" if a.quick else "BENCHMARKS.md")
+    a.strace_requests = a.strace_requests or (2000 if a.quick else 10000)
+    a.phases = set(PHASES)
+    if a.only:
+        a.phases = {x.strip() for x in a.only.split(",") if x.strip()}
+        bad = a.phases - set(PHASES)
+        if bad:
+            ap.error("unknown phase(s) %s; choose from %s" % (", ".join(sorted(bad)), ", ".join(PHASES)))
+    if a.no_callgrind:
+        a.phases.discard("callgrind")
+    partial = a.phases != set(PHASES)
+    a.out = a.out or os.path.join(ROOT, "build/BENCHMARKS.partial.md" if partial else
+                                  "build/BENCHMARKS.quick.md" if a.quick else "BENCHMARKS.md")
     a.workers = a.workers or 2 * (os.cpu_count() or 1)
     return a
 
@@ -894,6 +1013,14 @@ class Servers:
                       (N200, self.ngx.port_200), (FLOFF, self.fl_off.port), (FLJSON, self.fl_json.port)]
         self.static_ok = False
         self.opcache = {}
+        # whose CPU time a run is charged to: the HTTP front (forkline's master and reactors,
+        # nginx's workers) and the PHP processes (apache's children do both)
+        for name, f in ((FL, self.fl), (FLOFF, self.fl_off), (FLJSON, self.fl_json)):
+            CPU_GROUPS[name] = lambda f=f: {"front": [f.proc.pid] + f.reactors(), "php": f.php()}
+        nginx = lambda: children(self.ngx.nginx.pid)  # noqa: E731
+        CPU_GROUPS[FPM] = lambda: {"front": nginx(), "php": children(self.ngx.fpm.pid)}
+        CPU_GROUPS[N200] = lambda: {"front": nginx()}
+        CPU_GROUPS[AP] = lambda: {"php": children(self.apache.proc.pid)}
 
     def check(self, env):
         """Same body everywhere, OPcache really on for fpm and mod_php, does http.static work."""
@@ -971,10 +1098,14 @@ def main():
     BIN = os.path.abspath(a.bin) if a.bin else BIN
     a.argv = " ".join(sys.argv[1:])
     NOISE["max"] = a.noise / 100.0
+    NOISE["budget"] = a.noise_budget
     t_start = time.time()
     if not os.access(BIN, os.X_OK):
         sys.exit("bench: %s not built (run make)" % BIN)
-    ensure_packages(not a.no_callgrind)
+    ensure_packages("callgrind" in a.phases)
+    if "strace" in a.phases and not shutil.which("strace"):
+        log("bench: strace not installed: no syscall counts (apt-get install strace)")
+        a.phases.discard("strace")
     env = Env(a.workers)
     atexit.register(stop_all)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -983,20 +1114,33 @@ def main():
     log("bench: temp dir %s, %d PHP processes each, %d round(s) x %d s" % (env.dir, a.workers, a.rounds,
                                                                            a.seconds))
     mach = machine()
-    S = Servers(env, a)
-    S.check(env)
-    log("bench: others use %.0f %% of the CPUs now" % (100 * wait_quiet()))
-    D = measure_php(S, env, a)
-    S.stop()
-    D["rss"] = measure_rss(env, a)
-    D["cg"] = {}
-    if not a.no_callgrind:
+    # Measure a copy: a rebuild of ./forkline during the run must not change what is measured.
+    shutil.copy2(BIN, env.path("forkline"))
+    BIN = env.path("forkline")
+    D = {"hello": {}, "other": {}, "static": {}, "rss": None, "cg": {}, "strace": {}}
+    S = None
+    if "php" in a.phases:
+        S = Servers(env, a)
+        S.check(env)
+        log("bench: others use %.0f %% of the CPUs now" % (100 * wait_quiet()))
+        D.update(measure_php(S, env, a))
+        S.stop()
+    if "rss" in a.phases:
+        D["rss"] = measure_rss(env, a)
+    if "callgrind" in a.phases:
         log("bench: callgrind, %d requests per mode" % a.callgrind_requests)
         try:
             D["cg"] = callgrind_run(env, a.callgrind_requests, a.quick)
         except Exception as e:  # noqa
             log("bench: callgrind failed: %s" % e)
             D["cg"] = {"error": str(e)}
+    if "strace" in a.phases:
+        log("bench: strace, %d sequential requests per mode" % a.strace_requests)
+        try:
+            D["strace"] = strace_run(env, a.strace_requests)
+        except Exception as e:  # noqa
+            log("bench: strace failed: %s" % e)
+            D["strace"] = {"error": str(e)}
     stop_all()
     text = report(a, mach, S, D, time.time() - t_start)
     notes = ""
@@ -1008,8 +1152,12 @@ def main():
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(text + notes)
-    print(text.split("## PHP hello world", 1)[1].split("## Large", 1)[0])
-    print("## Bars" + text.split("## Bars", 1)[1].split(NOTES_MARK)[0])
+    # On the terminal: the noise, the bars and the hello-world table (the rest is in the file).
+    print("load average at start %s, at end %s" % (dict(mach)["load average at start"], sh("cat /proc/loadavg")))
+    print("**Noise:** " + noise_line() + "\n")
+    print("## Bars" + text.split("## Bars", 1)[1].split("\n## ", 1)[0])
+    if "## PHP hello world" in text:
+        print("## PHP hello world" + text.split("## PHP hello world", 1)[1].split("req/s of each round", 1)[0])
     log("bench: wrote %s (%.0f s)" % (a.out, time.time() - t_start))
 
 
@@ -1017,14 +1165,48 @@ def report(a, mach, S, D, elapsed):
     R = Report()
     res, other, stat, M, cg = D["hello"], D["other"], D["static"], D["rss"], D["cg"]
     R.add("# forkline benchmarks", "",
-          "Generated by `%s` (`python3 scripts/bench.py %s`; %s mode, %d round(s) × %d s per wrk run, median of the rounds), "
-          "finished in %.0f s. Everything ran on one machine over loopback: wrk shares the cores with "
-          "the servers." % ("make bench" + (" QUICK=1" if a.quick else ""), a.argv, "quick" if a.quick else "full",
-                            a.rounds, a.seconds, elapsed), "")
+          "Generated by `%s` (`python3 scripts/bench.py %s`; %s mode, %d round(s) × %d s per wrk run, "
+          "median of the rounds; phases: %s), finished in %.0f s. Everything ran on one machine over "
+          "loopback: wrk shares the cores with the servers." % (
+              "make bench" + (" QUICK=1" if a.quick else ""), a.argv, "quick" if a.quick else "full",
+              a.rounds, a.seconds, ", ".join(p for p in PHASES if p in a.phases), elapsed), "")
     R.add("## Machine", "", "| | |", "|---|---|")
     for k, v in mach + [("load average at end", sh("cat /proc/loadavg"))]:
         R.add("| %s | %s |" % (k, v.replace("|", "/")))
-    R.add("", "## Setup", "",
+    R.add("", "**Noise:** %s" % noise_line(), "")
+    if S:
+        report_setup(R, a, S)
+    R.add("## Bars (issue 9), from this run", "")
+    R.add(*bars(res, stat, M, cg, FL, FPM, AP))
+    R.add("")
+    if S:
+        report_php(R, res, other, stat, S)
+    if M:
+        report_rss(R, M, a)
+    if cg:
+        report_callgrind(R, cg, a)
+    if D["strace"]:
+        report_strace(R, D["strace"], a)
+    R.add(NOTES_MARK, "")
+    return R.text()
+
+
+def noise_line():
+    if not NOISE["kept"]:
+        return "no timed PHP runs in this run."
+    return ("the harness charges every CPU jiffy of a wrk run to our processes or to others "
+            "(`/proc/stat` against our sessions' `/proc/PID/stat`); a run in which others used > %.0f %% "
+            "of the CPUs is repeated after a quiet wait (up to %d times, %.0f s of waiting in all). "
+            "Others' share over the %d kept runs: median %.1f %%, max %.1f %%, %d above %.0f %%; %d run(s) "
+            "repeated, %.0f s spent waiting." % (
+                100 * NOISE["max"], NOISE["retries"], NOISE["budget"], len(NOISE["kept"]),
+                100 * statistics.median(NOISE["kept"]), 100 * max(NOISE["kept"]),
+                sum(1 for x in NOISE["kept"] if x > NOISE["max"]), 100 * NOISE["max"], NOISE["retried"],
+                NOISE["spent"]))
+
+
+def report_setup(R, a, S):
+    R.add("## Setup", "",
           "- **PHP processes:** %d for forkline (`http.pool.num_workers`, spread over `reactors: auto` = "
           "%d reactors) and %d for php-fpm (`pm = static`). apache prefork: %d processes, all started "
           "up front (Start/Min/MaxSpare/MaxRequestWorkers = %d, `MaxKeepAliveRequests 0`), so none is "
@@ -1041,15 +1223,12 @@ def report(a, mach, S, D, elapsed):
           "- wrk: `wrk -t 2 -c C -d %ds --timeout 10s --latency [-H 'Connection: close'] URL` "
           "(`-t 1` for c < 2). Rounds alternate the servers inside each cell, rotating who goes "
           "first." % a.seconds,
-          "- **Noise:** the harness charges every CPU jiffy of a run to our processes or to others "
-          "(`/proc/stat` against our sessions' `/proc/PID/stat`); a run in which others used > %.0f %% "
-          "of the CPUs is repeated after a quiet wait (up to %d times). Others' share over the kept "
-          "runs: median %.1f %%, max %.1f %%; %d run(s) repeated." % (
-              100 * NOISE["max"], NOISE["retries"], 100 * statistics.median(NOISE["kept"] or [0]),
-              100 * max(NOISE["kept"] or [0]), NOISE["retried"]),
           "- Every server listens on 127.0.0.1 and a free port with its own config in a temp directory; "
           "the configs are written by `scripts/bench.py` (see `Env`, `NginxFpm`, `Apache`, `Forkline`).",
           "")
+
+
+def report_php(R, res, other, stat, S):
     errs = [(k, v["detail"]) for k, v in list(res.items()) + list(other.items()) + list(stat.items())
             if v["errors"]]
     R.add("## PHP hello world", "")
@@ -1058,7 +1237,26 @@ def report(a, mach, S, D, elapsed):
           "table of this file): %s." % (
               "; ".join("%s c=%d %s: %s" % (k[0], k[1], "close" if k[2] else "keep-alive", ", ".join(
                   "%s %d" % kv for kv in d.items())) for k, d in errs) if errs else "none"), "")
-    R.add("### CPU affinity and codec (forkline variants, same runs)", "")
+    R.add("req/s of each round (in the order run):", "", "| connection | c | %s |" % " | ".join(
+        n for n, _ in S.hello), "|---|--:|" + "---|" * len(S.hello))
+    for c, close in CELLS:
+        R.add("| %s | %d | %s |" % ("close" if close else "keep-alive", c, " | ".join(
+            ", ".join("%.0f" % x for x in res.get((n, c, close), {}).get("all", [])) for n, _ in S.hello)))
+    R.add("", "CPU time per request in µs (utime + stime from `/proc/PID/stat` over each run, median "
+          "of the rounds): the HTTP front (forkline's master and reactors; nginx's workers), the PHP "
+          "processes (apache's children do both), and wrk itself. It is the figure the machine's "
+          "load disturbs least, and with wrk on the same cores it bounds the req/s ratios.", "",
+          "| connection | c | forkline front | forkline PHP | forkline total | nginx (fpm) | php-fpm "
+          "| nginx+fpm total | apache | nginx `return 200` | wrk (forkline run) |",
+          "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    f1 = lambda x: "%.1f" % x if x == x else "-"  # noqa: E731
+    for c, close in CELLS:
+        g = lambda n, k: res.get((n, c, close), {}).get("cpu", {}).get(k, float("nan"))  # noqa: E731
+        R.add("| %s | %d | %s | %s | **%s** | %s | %s | **%s** | %s | %s | %s |" % (
+            "close" if close else "keep-alive", c, f1(g(FL, "front")), f1(g(FL, "php")),
+            f1(g(FL, "front") + g(FL, "php")), f1(g(FPM, "front")), f1(g(FPM, "php")),
+            f1(g(FPM, "front") + g(FPM, "php")), f1(g(AP, "php")), f1(g(N200, "front")), f1(g(FL, "wrk"))))
+    R.add("", "### CPU affinity and codec (forkline variants, same runs)", "")
     R.add(*variant_table(res, CELLS, FL, (FLOFF, FLJSON)))
     R.add("", "`forkline` = `cpu_affinity: on`, protobuf codec (`http.codec: proto`). Ratios are against "
           "`forkline`. The JSON codec row is `-o http.codec=json`; with either codec the request "
@@ -1075,12 +1273,27 @@ def report(a, mach, S, D, elapsed):
           "string.rep(\"a\", 5 * 1024 * 1024)`. MB/s is the response (1 MB) or request (5 MB) payload "
           "rate.", "")
     report_static(R, stat, S.static_ok)
-    report_rss(R, M, a)
-    report_callgrind(R, cg, a)
-    R.add("", "## Bars (issue 9), from this run", "")
-    R.add(*bars(res, stat, M["idle"], M["after"], M["samples"], CELLS, FL, FPM, AP))
-    R.add("", NOTES_MARK, "")
-    return R.text()
+
+
+def report_strace(R, st, a):
+    R.add("", "## System calls per request (reactor, strace)", "")
+    if "error" in st:
+        R.add("strace failed: %s" % st["error"], "")
+        return
+    modes = list(st)
+    names = sorted({k for m in modes for k in st[m]["calls"]},
+                   key=lambda k: -max(st[m]["calls"].get(k, 0) / float(st[m]["n"] or 1) for m in modes))
+    R.add("`strace -c -p <reactor pid>` with `reactors: 1`, 1 PHP worker, attached after a warm-up: %d "
+          "sequential `GET /` on one keep-alive connection, %d with a new connection each, and a 3 s "
+          "`wrk -c 64` keep-alive run (requests counted by wrk; strace slows the reactor, so only the "
+          "counts matter). The PHP worker's own calls are not counted." % (a.strace_requests,
+                                                                           a.strace_requests), "")
+    R.add("| syscall | %s |" % " | ".join(modes), "|---|" + "--:|" * len(modes))
+    for k in names:
+        R.add("| %s | %s |" % (k, " | ".join("%.2f" % (st[m]["calls"].get(k, 0) / float(st[m]["n"] or 1))
+                                             for m in modes)))
+    R.add("| **total per request** | %s |" % " | ".join("**%.2f**" % st[m]["per_req"] for m in modes),
+          "| requests | %s |" % " | ".join(str(st[m]["n"]) for m in modes), "")
 
 
 def report_static(R, stat, ok):
@@ -1128,11 +1341,16 @@ def report_callgrind(R, cg, a):
           "`GET /` (one keep-alive connection, or a new connection each), `callgrind_control -d`. "
           "User-space instructions of the reactor process only (libc, jemalloc and llhttp "
           "included; the kernel's share of each syscall is not counted)." % a.callgrind_requests, "")
-    R.add("| mode | requests | Ir total | **Ir / request** | allocator calls / request |", "|---|--:|--:|--:|---|")
+    R.add("| mode | requests | Ir total | **Ir / request** | allocations / request | free() calls / request |",
+          "|---|--:|--:|--:|--:|--:|")
     modes = [(m, cg[m]) for m in ("keep-alive", "close") if m in cg]
     for mode, x in modes:
-        al = ", ".join("%s %.2f" % (k, v / x["n"]) for k, v in sorted(x["allocs"].items())) or "0"
-        R.add("| %s | %d | %d | **%.0f** | %s |" % (mode, x["n"], x["ir"], x["ir_req"], al))
+        al = ", ".join("%s %.3f" % (k, v / x["n"]) for k, v in sorted(x["allocs"].items())
+                       if k.split("'")[0] in ALLOCS and v) or "0"
+        fr = sum(v for k, v in x["allocs"].items() if k.split("'")[0] not in ALLOCS) / float(x["n"])
+        R.add("| %s | %d | %d | **%.0f** | %s | %.2f |" % (mode, x["n"], x["ir"], x["ir_req"], al, fr))
+    R.add("", "Allocations are calls into malloc, calloc, realloc and the aligned variants (counted by "
+          "callgrind, so exact); free() calls include free(NULL).")
     for mode, x in modes:
         if x["callers"]:
             R.add("", "Allocations per request, %s, by caller: %s." % (mode, ", ".join(
@@ -1142,44 +1360,72 @@ def report_callgrind(R, cg, a):
         R.add("", "Hottest functions, %s (self Ir per request, share of the total):" % mode, "",
               "| Ir / request | % | function |", "|--:|--:|---|")
         for ir, what in x["top"]:
-            what = re.sub(r" \[[^\]]*\]$", "", what)
+            what = OUR_SRC.sub(r"\1", re.sub(r" \[[^\]]*\]$", "", what))
             R.add("| %.0f | %.1f %% | `%s` |" % (ir / x["n"], 100.0 * ir / x["ir"] if x["ir"] else 0, what))
         R.add("", "forkline's own functions, %s, inclusive (with everything they call):" % mode, "",
               "| Ir / request | % | function |", "|--:|--:|---|")
         for ir, what in x["ours"]:
-            what = re.sub(r" \[[^\]]*\]$", "", what).replace(ROOT + "/", "")
+            what = re.sub(r" \[[^\]]*\]$", "", what)
             R.add("| %.0f | %.1f %% | `%s` |" % (ir / x["n"], 100.0 * ir / x["ir"] if x["ir"] else 0, what))
 
 
-def bars(res, stat, idle, after, samples, cells, FL, FPM, AP):
-    out = ["| bar | measured | |", "|---|---|---|"]
+ALLOCS = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign", "valloc",
+          "mallocx", "rallocx", "je_malloc", "je_calloc", "je_realloc", "je_mallocx", "je_rallocx"}
 
-    def row(name, value, ok):
-        out.append("| %s | %s | %s |" % (name, value, "met" if ok else "**missed**"))
+
+def bars(res, stat, M, cg, FL, FPM, AP):
+    """Each bar of issue 9 that this run measured: value, met or missed, and by how much."""
+    out = ["| bar | measured | verdict |", "|---|---|---|"]
+    nan = float("nan")
+
+    def row(name, value, ok, short=""):
+        if ok != ok or ok is None:
+            out.append("| %s | %s | not measured |" % (name, value))
+        else:
+            out.append("| %s | %s | %s |" % (name, value, "met" if ok else "**missed**%s" % (
+                ": " + short if short else "")))
 
     def rps(n, c, close):
-        return res.get((n, c, close), {}).get("rps", float("nan"))
-    r1 = rps(FL, 64, False) / rps(FPM, 64, False)
-    row("keep-alive c=64 ≥ 3× nginx+fpm", "%.2f×" % r1, r1 >= 3)
-    r2 = rps(FL, 64, False) / rps(AP, 64, False)
-    row("keep-alive c=64 ≥ 1.5× apache", "%.2f×" % r2, r2 >= 1.5)
-    r3 = rps(FL, 64, True) / rps(FPM, 64, True)
-    row("Connection: close c=64 ≥ 1.5× nginx+fpm", "%.2f×" % r3, r3 >= 1.5)
-    for close in (False, True):
-        a = res.get((FL, 256, close), {}).get("p99", float("nan"))
-        b = res.get((FPM, 256, close), {}).get("p99", float("nan"))
-        row("p99 c=256 %s < nginx+fpm" % ("close" if close else "keep-alive"),
-            "%s ms vs %s ms" % (fmt_ms(a), fmt_ms(b)), a < b)
-    for f, label, bar in (("1k.bin", "static 1 KB ≥ 70 % of nginx", 0.7), ("1m.bin", "static 1 MB ≥ 90 % of nginx", 0.9)):
-        a, b = stat.get(("%s %s" % (f, FL), 64, False)), stat.get(("%s nginx" % f, 64, False))
-        if a and b:
-            row(label, "%.0f %%" % (100.0 * a["rps"] / b["rps"]), a["rps"] >= bar * b["rps"])
-    row("master + reactors < 16 MB RSS idle", "%.1f MB" % (idle["rss"] / 1024.0), idle["rss"] < 16 * 1024)
-    grow = after["rss"] - idle["rss"]
-    first = samples[0][1] if samples else idle["rss"]
-    row("no RSS growth over %d requests" % (samples[-1][0] if samples else 0),
-        "%+d kB from idle, %+d kB after the first 5 s run" % (grow, after["rss"] - first),
-        after["rss"] - first <= 256)
+        return res.get((n, c, close), {}).get("rps", nan)
+
+    def at_least(name, val, bar, fmt="%.2f×"):
+        if val != val:
+            return row(name, "-", nan)
+        row(name, fmt % val, val >= bar, "%.0f %% short of %s" % (100 * (1 - val / bar), fmt % bar))
+    if res:
+        at_least("keep-alive c=64 ≥ 3× nginx+fpm", rps(FL, 64, False) / rps(FPM, 64, False), 3)
+        at_least("keep-alive c=64 ≥ 1.5× apache mod_php", rps(FL, 64, False) / rps(AP, 64, False), 1.5)
+        at_least("Connection: close c=64 ≥ 1.5× nginx+fpm", rps(FL, 64, True) / rps(FPM, 64, True), 1.5)
+        for close in (False, True):
+            x = res.get((FL, 256, close), {}).get("p99", nan)
+            y = res.get((FPM, 256, close), {}).get("p99", nan)
+            row("p99 c=256 %s < nginx+fpm's" % ("close" if close else "keep-alive"),
+                "%s ms vs %s ms" % (fmt_ms(x), fmt_ms(y)), x < y if x == x and y == y else nan,
+                "%.0f %% higher" % (100 * (x / y - 1)) if y else "")
+    for f, label, bar in (("1k.bin", "static 1 KB ≥ 70 % of nginx", 0.7),
+                          ("1m.bin", "static 1 MB ≥ 90 % of nginx", 0.9)):
+        x, y = stat.get(("%s %s" % (f, FL), 64, False)), stat.get(("%s nginx" % f, 64, False))
+        if x and y:
+            at_least(label, 100.0 * x["rps"] / y["rps"], 100 * bar, fmt="%.0f %%")
+    if cg and "keep-alive" in cg:
+        for mode in ("keep-alive", "close"):
+            x = cg.get(mode)
+            if not x:
+                continue
+            n = sum(v for k, v in x["allocs"].items() if k.split("'")[0] in ALLOCS) / float(x["n"])
+            row("no allocation per request (%s, callgrind)" % mode,
+                "%.3f allocations/request, %.0f Ir/request" % (n, x["ir_req"]), n < 0.01,
+                "%.2f per request" % n)
+    if M:
+        idle, after, samples = M["idle"], M["after"], M["samples"]
+        mb = idle["rss"] / 1024.0
+        row("master + reactors < 16 MB RSS idle (%d reactors)" % len(idle["reactors"]), "%.1f MB" % mb,
+            mb < 16, "%.1f MB over" % (mb - 16))
+        first = samples[0][1] if samples else idle["rss"]
+        grow = after["rss"] - first
+        row("no RSS growth over %d requests" % M["sent"],
+            "%+d kB from idle, %+d kB after the first 5 s run" % (after["rss"] - idle["rss"], grow),
+            grow <= 256, "%+d kB" % grow)
     return out
 
 

@@ -434,6 +434,43 @@ def test_multi_value_headers_and_trailers():
             assert rest == b"3\r\nok\n\r\n0\r\nX-Checksum: trailer-value\r\n\r\n", rest
 
 
+def raw_head(s, path):
+    """The response head of GET path as raw header lines (name, value), from the bytes."""
+    with s.connect() as c:
+        c.sendall(raw_request("GET", path, {"Connection": "close"}))
+        buf = b""
+        c.settimeout(5)
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+    lines = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return [tuple(x.strip() for x in l.split(":", 1)) for l in lines]
+
+
+def test_worker_date_and_server_headers_not_duplicated():
+    """Issue 11: a worker that sets Date (Symfony/Laravel always do) gets exactly its own Date,
+    whatever the case of the name, in both codecs; without one, the server adds one."""
+    date = "Tue, 01 Jan 2030 00:00:00 GMT"
+    for codec in ("proto", "json"):
+        with Server(reactors=1, workers=1, extra="  codec: %s\n" % codec) as s:
+            for name in ("Date", "date", "DATE"):
+                h = raw_head(s, "/header?name=%s&value=%s" % (name, date.replace(" ", "%20")))
+                dates = [v for k, v in h if k.lower() == "date"]
+                assert dates == [date], (codec, name, h)
+            h = raw_head(s, "/")
+            dates = [v for k, v in h if k.lower() == "date"]
+            assert len(dates) == 1 and dates[0].endswith(" GMT") and dates[0] != date, h
+            # Server: the worker's only (forkline adds none of its own)
+            h = raw_head(s, "/header?name=Server&value=php-app")
+            assert [v for k, v in h if k.lower() == "server"] == ["php-app"], h
+            assert not [k for k, v in raw_head(s, "/") if k.lower() == "server"]
+            # a Date sent as a trailer does not replace the head's Date
+            h = raw_head(s, "/header?name=X-A&value=1&trailer=Date")
+            assert len([v for k, v in h if k.lower() == "date"]) == 1, h
+
+
 def test_head_gets_headers_only():
     with Server(reactors=1, workers=1) as s:
         with s.connect() as c:

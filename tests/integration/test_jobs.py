@@ -13,14 +13,22 @@ from test_services import Conn, RPCError, pb_bytes, pb_fields, pb_varint
 WORKER = os.path.join(ROOT, "tests", "php", "jobs_worker.php")
 
 
-def jobs_server(reactors=2, jobs_workers=2, pipelines=None, consume=("high", "low")):
-    listen = "tcp://127.0.0.1:%d" % free_port()
+def jobs_yaml(listen, jobs_workers=2, pipelines=None, consume=("high", "low"), jobs_extra=""):
+    """pipelines: {name: priority} or {name: {option: value}} (memory driver)."""
     pipelines = pipelines or {"high": 1, "low": 10}
-    pl = "".join("    %s:\n      driver: memory\n      config:\n        priority: %d\n" % (n, p)
-                 for n, p in pipelines.items())
-    extra = ("rpc:\n  listen: %s\n"
-             "jobs:\n  consume: [%s]\n  pool:\n    num_workers: %d\n    command: \"php %s\"\n"
-             "  pipelines:\n%s" % (listen, ", ".join(consume), jobs_workers, WORKER, pl))
+    pl = ""
+    for n, p in pipelines.items():
+        opts = p if isinstance(p, dict) else {"priority": p}
+        pl += "    %s:\n      driver: memory\n      config:\n" % n
+        pl += "".join("        %s: %s\n" % kv for kv in opts.items())
+    return ("rpc:\n  listen: %s\n"
+            "jobs:\n%s  consume: [%s]\n  pool:\n    num_workers: %d\n    command: \"php %s\"\n"
+            "  pipelines:\n%s" % (listen, jobs_extra, ", ".join(consume), jobs_workers, WORKER, pl))
+
+
+def jobs_server(reactors=2, jobs_workers=2, pipelines=None, consume=("high", "low"), jobs_extra=""):
+    listen = "tcp://127.0.0.1:%d" % free_port()
+    extra = jobs_yaml(listen, jobs_workers, pipelines, consume, jobs_extra)
     s = Server(workers=reactors, reactors=reactors, extra=extra)
     s.rpc = listen
     return s
@@ -299,3 +307,140 @@ def test_jobs_config_errors_are_clear():
     p = subprocess.run([BIN, "-t", "-c", s.config], capture_output=True, text=True, timeout=10)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "jobs.pipelines.bad.driver: unsupported jobs driver" in p.stderr + p.stdout, p.stderr
+
+
+def test_jobs_timeout_kills_the_worker_and_requeues():
+    """jobs.timeout: a job running longer is stopped (its worker killed), logged, and requeued;
+    the second attempt completes."""
+    s = jobs_server(reactors=1, jobs_workers=1, jobs_extra="  timeout: 1\n")
+    sink, start, marks = (os.path.join(s.dir, x) for x in ("sink", "start", "marks"))
+    os.mkdir(marks)
+    with s:
+        wait_ready_jobs(s)
+        c = Conn(s.rpc)
+        t0 = time.time()
+        push(c, "high", {"sink": sink, "start": start, "hang_first": marks}, id="slow")
+        assert wait_for(lambda: lines(sink), timeout=15), s.output()[-3000:]
+        assert time.time() - t0 < 10  # not the 30 s the first attempt would have slept
+        starts = lines(start)
+        assert [l[0] for l in starts] == ["slow", "slow"] and starts[0][1] != starts[1][1], starts
+        assert [l[0] for l in lines(sink)] == ["slow"]
+        out = s.output()
+        assert "job slow: exec_ttl elapsed (1000 ms)" in out and "requeued" in out, out[-3000:]
+test_jobs_timeout_kills_the_worker_and_requeues.timeout = 40
+
+
+def concurrency(path):
+    """Most jobs running at once, from a file where each job writes "id pid" when it starts and
+    "id pipeline pid headers" when it ends."""
+    run = top = 0
+    for l in lines(path):
+        run += 1 if len(l) == 2 else -1
+        top = max(top, run)
+    return top
+
+
+def test_jobs_prefetch_caps_jobs_in_flight():
+    s = jobs_server(jobs_workers=4, pipelines={"one": {"prefetch": 1}, "three": {"prefetch": 3}},
+                    consume=("one", "three"))
+    f1, f3 = os.path.join(s.dir, "f1"), os.path.join(s.dir, "f3")
+    with s:
+        wait_ready_jobs(s)
+        c = Conn(s.rpc)
+        push_batch(c, [job("one", {"sink": f1, "start": f1, "sleep_ms": 40}) for _ in range(10)] +
+                   [job("three", {"sink": f3, "start": f3, "sleep_ms": 40}) for _ in range(15)])
+        assert wait_for(lambda: len(lines(f1)) == 20 and len(lines(f3)) == 30, timeout=20)
+        assert concurrency(f1) == 1, lines(f1)
+        assert concurrency(f3) == 3, lines(f3)  # 4 workers, but prefetch 3
+test_jobs_prefetch_caps_jobs_in_flight.timeout = 40
+
+
+def test_jobs_pipeline_size_refuses_pushes_beyond():
+    s = jobs_server(pipelines={"p": 10}, consume=(), jobs_extra="  pipeline_size: 5\n")
+    with s:
+        wait_ready_jobs(s)
+        c = Conn(s.rpc)
+        for i in range(4):
+            push(c, "p", {}, id="q%d" % i)
+        try:
+            push_batch(c, [job("p", {}), job("p", {})])  # 4 + 2 > 5: none is queued
+            raise AssertionError("pushed past pipeline_size")
+        except RPCError as e:
+            assert "pipeline p is full: 4 job(s) queued + 2 pushed > jobs.pipeline_size 5" in str(e), e
+        push(c, "p", {}, id="q4")
+        try:
+            push(c, "p", {}, id="q5")
+            raise AssertionError("pushed past pipeline_size")
+        except RPCError as e:
+            assert "pipeline p is full" in str(e)
+        assert stats(c)["p"][4] == 5
+test_jobs_pipeline_size_refuses_pushes_beyond.timeout = 30
+
+
+def test_jobs_reload_reapplies_pipelines_and_loses_nothing():
+    """SIGHUP with a changed jobs section: a pipeline is added, one removed, a priority changed;
+    the job in flight finishes on the old generation, the ones prefetched by its reactor come
+    back to the broker and run on the new one: each exactly once."""
+    s = jobs_server(reactors=1, jobs_workers=1)
+    sink, start = os.path.join(s.dir, "sink"), os.path.join(s.dir, "start")
+    with s:
+        wait_ready_jobs(s)
+        c = Conn(s.rpc)
+        ids = ["r%d" % i for i in range(6)]
+        push(c, "high", {"sink": sink, "start": start, "sleep_ms": 1200}, id=ids[0])
+        assert wait_for(lambda: lines(start), timeout=10)
+        push_batch(c, [job("high", {"sink": sink, "sleep_ms": 100}, id=i) for i in ids[1:]])
+        with open(s.config) as f:
+            text = f.read()
+        new = jobs_yaml(s.rpc, 1, {"high": 2, "fresh": 5}, ("high", "fresh"))
+        with open(s.config, "w") as f:
+            f.write(text[:text.index("rpc:\n")] + new)
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload complete" in s.output(), 20), s.output()[-3000:]
+        assert wait_for(lambda: len(lines(sink)) >= 6, timeout=20), s.output()[-3000:]
+        time.sleep(0.5)
+        got = [l[0] for l in lines(sink)]
+        assert sorted(got) == sorted(ids), got  # each exactly once
+        assert sorted(v.decode() for f, v in pb_fields(c.call("jobs.List", b""))) == ["fresh", "high"]
+        assert stats(c)["high"][8] == 2
+        push(c, "fresh", {"sink": sink}, id="in-fresh")
+        assert wait_for(lambda: "in-fresh" in [l[0] for l in lines(sink)], timeout=10)
+        try:
+            push(c, "low", {})
+            raise AssertionError("low still exists")
+        except RPCError as e:
+            assert "no such pipeline, requested: low" in str(e)
+test_jobs_reload_reapplies_pipelines_and_loses_nothing.timeout = 60
+
+
+def test_jobs_pool_reset_informer_and_cli():
+    """resetter.Reset("jobs") (and `forkline reset`) replaces the jobs workers while jobs run,
+    losing nothing; informer.Workers("jobs") lists them; resetter.List has both plugins."""
+    s = jobs_server(jobs_workers=2)
+    sink = os.path.join(s.dir, "sink")
+    with s:
+        wait_ready_jobs(s)
+        c = Conn(s.rpc)
+        assert sorted(c.call("resetter.List", True, flags=0x08)) == ["http", "jobs"]
+        jw = {w["pid"] for w in c.call("informer.Workers", "jobs", flags=0x08)["workers"]}
+        hw = {w["pid"] for w in c.call("informer.Workers", "http", flags=0x08)["workers"]}
+        assert len(jw) == 2 and len(hw) == 2 and not jw & hw, (jw, hw)
+        ids = ["x%d" % i for i in range(40)]
+        push_batch(c, [job("low", {"sink": sink, "sleep_ms": 50}, id=i) for i in ids])
+        time.sleep(0.2)
+        assert c.call("resetter.Reset", "jobs", flags=0x08) is True
+        jw2 = {w["pid"] for w in c.call("informer.Workers", "jobs", flags=0x08)["workers"]}
+        assert len(jw2) == 2 and not jw2 & jw, (jw, jw2)
+        assert {w["pid"] for w in c.call("informer.Workers", "http", flags=0x08)["workers"]} == hw
+        assert wait_for(lambda: len(lines(sink)) >= 40, timeout=20)
+        time.sleep(0.3)
+        assert sorted(l[0] for l in lines(sink)) == sorted(ids)  # nothing lost, nothing twice
+        import subprocess
+        from fl import BIN
+        p = subprocess.run([BIN, "-c", s.config, "reset"], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0 and "plugin reset: [jobs]" in p.stderr, p.stderr
+        p = subprocess.run([BIN, "-c", s.config, "workers", "jobs"], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0 and "Workers of [jobs]" in p.stdout, p.stdout + p.stderr
+test_jobs_pool_reset_informer_and_cli.timeout = 90

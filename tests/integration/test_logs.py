@@ -76,3 +76,32 @@ def _up(s):
         return True
     except OSError:
         return False
+
+
+def test_access_log_levels():
+    """As RoadRunner: without http.access_logs each request is an "http log" line at debug (shown
+    by the default level, hidden at info); with access_logs: true an "http access log" at info."""
+    default = Server(workers=1, reactors=1)  # no logs section: development mode, level debug
+    with default:
+        assert default.get("/").status == 200
+        assert wait_for(lambda: "http log" in default.output())
+    line = [l for l in default.output().splitlines() if "http log" in l][0]
+    assert " DEBUG " in line and '"status":200' in line, line
+
+    quiet = Server(workers=1, reactors=1, extra="logs:\n  mode: production\n  level: info\n")
+    with quiet:
+        assert quiet.get("/").status == 200 and quiet.get("/nope").status == 404
+    assert quiet.stop() == 0
+    msgs = [json.loads(l) for l in quiet.output().splitlines() if l.startswith("{")]
+    assert msgs and not [d for d in msgs if d["logger"] == "http"], msgs
+
+    loud = Server(workers=1, reactors=1,
+                  extra="  access_logs: true\nlogs:\n  mode: production\n  level: info\n")
+    with loud:
+        assert loud.get("/").status == 200
+    assert loud.stop() == 0
+    acc = [json.loads(l) for l in loud.output().splitlines() if '"http access log"' in l]
+    assert len(acc) == 1, loud.output()[-2000:]
+    d = acc[0]
+    assert d["level"] == "info" and d["logger"] == "http" and d["status"] == 200, d
+    assert d["URI"] == "/" and d["method"] == "GET" and "write_bytes" in d and "read_bytes" in d, d

@@ -1,7 +1,8 @@
 """Static files (`http.static` + `static` in `http.middleware`) served by the reactor: bytes and
-Content-Type, conditional GET (ETag, If-Modified-Since), single ranges, 403 for `..` and for
-symlinks leaving the root, misses answered by the real PHP worker, a slow reader of a large file
-while others are served, and no descriptor left open when a client goes away mid-file."""
+Content-Type, conditional GET (ETag, If-Modified-Since), single ranges, 403 for `..`, symlinks
+followed as nginx does (Laravel's public/storage) unless http.static.symlinks says inside or off,
+misses answered by the real PHP worker, a slow reader of a large file while others are served,
+and no descriptor left open when a client goes away mid-file."""
 import hashlib
 import os
 import shutil
@@ -39,6 +40,11 @@ def make_root():
     os.symlink("/etc/hostname", os.path.join(pub, "abs.txt"))
     os.symlink("a.txt", os.path.join(pub, "inside.txt"))
     os.symlink(os.path.join(pub, "css", "app.css"), os.path.join(pub, "abs_inside.css"))
+    # Laravel's `php artisan storage:link`: public/storage -> ../storage/app/public
+    os.makedirs(os.path.join(base, "storage", "app", "public", "avatars"))
+    with open(os.path.join(base, "storage", "app", "public", "avatars", "me.png"), "wb") as f:
+        f.write(files["logo.png"])
+    os.symlink("../storage/app/public", os.path.join(pub, "storage"))
     return base, pub, files
 
 
@@ -193,17 +199,63 @@ def test_static_403():
             resp = raw_status(s, target)
             assert resp.status == 403, (target, resp)
             assert b"SECRET" not in resp.body
-        for target in ("/escape.txt", "/abs.txt"):
-            resp = s.get(target)
-            assert resp.status == 403, (target, resp)
-            assert b"SECRET" not in resp.body
-        assert "leaves" in s.output()
+        # `..` through a followed symlink is still a `..`
+        for target in ("/storage/../../secret.txt", "/storage/%2e%2e/%2e%2e/secret.txt"):
+            resp = raw_status(s, target)
+            assert resp.status == 403 and b"SECRET" not in resp.body, (target, resp)
         # the connection stays usable after a 403
         with s.connect() as c:
             rd = Reader(c)
             c.sendall(raw_request("GET", "/../x.txt") + raw_request("GET", "/a.txt"))
             assert rd.read().status == 403
             assert rd.read().body == r.files["a.txt"]
+
+
+def test_static_symlinks_followed_like_nginx():
+    """Default (symlinks: follow): a symlink below the root is followed wherever it points, as
+    nginx (disable_symlinks off) and RoadRunner do; Laravel's storage link is served."""
+    with Root() as r:
+        s = r.server
+        resp = s.get("/storage/avatars/me.png")
+        assert resp.status == 200 and resp.body == r.files["logo.png"], resp
+        assert resp.header("Content-Type") == "image/png", resp.headers
+        assert s.get("/escape.txt").body == b"SECRET\n"
+        with open("/etc/hostname", "rb") as f:
+            assert s.get("/abs.txt").body == f.read()
+        assert s.get("/inside.txt").body == r.files["a.txt"]
+        assert s.get("/storage/avatars/none.png").body == PHP_404  # a miss still goes to PHP
+
+
+def test_static_symlinks_inside_and_off():
+    with Root(extra="    symlinks: inside\n") as r:
+        s = r.server
+        for target in ("/escape.txt", "/abs.txt", "/storage/avatars/me.png"):
+            resp = s.get(target)
+            assert resp.status == 403 and b"SECRET" not in resp.body, (target, resp)
+        assert s.get("/inside.txt").body == r.files["a.txt"]
+        assert s.get("/abs_inside.css").body == r.files["css/app.css"]
+        assert "leaves through a symlink" in s.output()
+    with Root(extra="    symlinks: off\n") as r:
+        s = r.server
+        for target in ("/inside.txt", "/abs_inside.css", "/escape.txt", "/storage/avatars/me.png"):
+            assert s.get(target).status == 403, target
+        assert s.get("/a.txt").body == r.files["a.txt"]
+        assert s.get("/css/app.css").body == r.files["css/app.css"]
+        assert "goes through a symlink" in s.output()
+    # off concerns what is below the root: a root reached through a symlink (a deploy's
+    # current -> releases/N) is fine
+    base, pub, files = make_root()
+    link = os.path.join(base, "current")
+    os.symlink(pub, link)
+    s = Server(yaml=static_yaml(link, extra="    symlinks: off\n"))
+    with s:
+        assert s.get("/css/app.css").body == files["css/app.css"]
+        assert s.get("/inside.txt").status == 403
+    # an unknown value is a config error with its position
+    bad = Server(yaml=static_yaml(pub, extra="    symlinks: sometimes\n"))
+    p = subprocess.run([BIN, "-t", "-c", bad.config], capture_output=True, text=True, timeout=20)
+    assert p.returncode != 0 and "follow, inside, off" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_static_misses_go_to_php():

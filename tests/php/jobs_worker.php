@@ -8,6 +8,10 @@ declare(strict_types=1);
  *   + "fail_first": DIR                   first attempt (no DIR/<id>) throws → nack with requeue
  *   + "sleep_ms": N, "start": FILE        append "<id> <pid>\n" to FILE, sleep, then sink
  *   + "answer": "raw text"                answer that text instead of an ack (malformed ack)
+ *   + "hang_first": DIR                   first attempt (no DIR/<id>) sleeps 30 s (jobs.timeout)
+ *   + "fail": "message"                   always throws (nack with requeue) after "start"
+ *   + "nack": "message"                   nack without requeue
+ *   {"noop": true}                        ack at once, nothing else (benchmarks)
  */
 require __DIR__ . '/../../php/src/autoload.php';
 
@@ -24,11 +28,28 @@ function append(string $file, string $line): void
 $worker = Worker::create();
 Consumer::run(static function (Task $t) use ($worker): void {
     $p = json_decode($t->payload, true);
+    if (isset($p['noop'])) {
+        return;
+    }
     if (isset($p['start'])) {
         append($p['start'], $t->id . ' ' . getmypid());
     }
+    if (isset($p['hang_first'])) {
+        $mark = $p['hang_first'] . '/' . $t->id;
+        if (!file_exists($mark)) {
+            touch($mark);
+            sleep(30);
+        }
+    }
     if (isset($p['sleep_ms'])) {
         usleep((int) $p['sleep_ms'] * 1000);
+    }
+    if (isset($p['fail'])) {
+        throw new RuntimeException((string) $p['fail']);
+    }
+    if (isset($p['nack'])) {
+        $t->nack((string) $p['nack']);
+        return;
     }
     if (isset($p['fail_first'])) {
         $mark = $p['fail_first'] . '/' . $t->id;

@@ -137,7 +137,61 @@ static void test_deleted_timers_never_fire(void)
     fl_loop_free(l);
 }
 
+/* Two readable pipes in one batch: while the first callback runs, the second fd is still
+ * pending (pool.c relies on it instead of a MSG_PEEK); once its callback ran, it is not. A
+ * forgotten fd gets no callback and costs no epoll_ctl. */
+static int pa[2], pb[2], first_fd, pending_seen, pending_after, calls;
+
+static void on_pending(fl_loop_t *l, int fd, int events, void *data)
+{
+    FL_UNUSED(events);
+    FL_UNUSED(data);
+    char buf[4];
+    CU_ASSERT_EQUAL(read(fd, buf, sizeof(buf)), 1);
+    if (calls++ == 0) {
+        first_fd = fd;
+        int other = fd == pa[0] ? pb[0] : pa[0];
+        pending_seen = fl_io_pending(l, other);
+        CU_ASSERT_FALSE(fl_io_pending(l, fd)); /* its own event is being handled */
+    } else {
+        pending_after = fl_io_pending(l, first_fd) || fl_io_pending(l, fd);
+        fl_loop_stop(l);
+    }
+}
+
+static void test_io_pending_and_forget(void)
+{
+    fl_loop_t *l = fl_loop_new(64);
+    CU_ASSERT_EQUAL(pipe(pa), 0);
+    CU_ASSERT_EQUAL(pipe(pb), 0);
+    calls = 0;
+    CU_ASSERT_EQUAL(fl_io_set(l, pa[0], FL_EV_READ, on_pending, NULL), 0);
+    CU_ASSERT_EQUAL(fl_io_set(l, pb[0], FL_EV_READ, on_pending, NULL), 0);
+    CU_ASSERT_FALSE(fl_io_pending(l, pa[0]));
+    CU_ASSERT_EQUAL(write(pa[1], "a", 1), 1);
+    CU_ASSERT_EQUAL(write(pb[1], "b", 1), 1);
+    fl_loop_run(l);
+    CU_ASSERT_EQUAL(calls, 2);
+    CU_ASSERT_TRUE(pending_seen);
+    CU_ASSERT_FALSE(pending_after);
+    CU_ASSERT_FALSE(fl_io_pending(l, -1));
+    CU_ASSERT_FALSE(fl_io_pending(l, 1000));
+    /* forget, then close: the kernel drops the registration with the last close */
+    fl_io_forget(l, pa[0]);
+    CU_ASSERT_EQUAL(fl_io_mask(l, pa[0]), 0);
+    close(pa[0]);
+    close(pa[1]);
+    CU_ASSERT_EQUAL(write(pb[1], "c", 1), 1);
+    calls = 1; /* the next callback stops the loop */
+    fl_loop_run(l);
+    CU_ASSERT_EQUAL(calls, 2);
+    close(pb[0]);
+    close(pb[1]);
+    fl_loop_free(l);
+}
+
 static const fl_test_t tests[] = {
+    {"pending events and forgotten fds", test_io_pending_and_forget},
     {"deleted timers never fire", test_deleted_timers_never_fire},
     {"timers fire in deadline order", test_timers_in_order},
     {"fd events dispatch", test_io_dispatch},

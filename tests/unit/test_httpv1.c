@@ -674,7 +674,59 @@ static void test_pb_varint(void)
     fl_buf_free(&b);
 }
 
+/* Up to FL_HTTPV1_LOCAL_HEADERS values land in the inline array (no allocation), more in a
+ * heap array; both give every value in order, and the token check used by the reactor. */
+static void test_response_header_counts(void)
+{
+    static const size_t counts[] = {0, 1, FL_HTTPV1_LOCAL_HEADERS, FL_HTTPV1_LOCAL_HEADERS + 1, 40};
+    for (size_t k = 0; k < FL_ARRAY_SIZE(counts); k++) {
+        size_t n = counts[k];
+        fl_buf_t ctx = {0};
+        char names[40][32], vals[40][32];
+        for (size_t i = 0; i < n; i++) {
+            snprintf(names[i], sizeof names[i], "X-H%zu", i);
+            snprintf(vals[i], sizeof vals[i], "v%zu", i);
+            /* the last one as a two-value entry, value before key: the general path */
+            if (i + 1 == n && n > 1) {
+                fl_buf_t hv = {0}, entry = {0};
+                pb_put_bytes(&hv, 1, vals[i], strlen(vals[i]));
+                pb_put_bytes(&hv, 1, "w", 1);
+                pb_put_bytes(&entry, 2, hv.data, hv.len);
+                pb_put_bytes(&entry, 1, names[i], strlen(names[i]));
+                pb_put_bytes(&ctx, 2, entry.data, entry.len);
+                fl_buf_free(&hv);
+                fl_buf_free(&entry);
+            } else {
+                t_put_entry(&ctx, 2, names[i], (const char *[]){vals[i]}, 1);
+            }
+        }
+        pb_put_tag(&ctx, 1, PB_VARINT);
+        pb_put_varint(&ctx, 201);
+        fl_http_resp_t r;
+        const char *err = NULL;
+        CU_ASSERT_EQUAL(t_decode(FL_FRAME_PROTO, ctx.data, ctx.len, &r, &err), 0);
+        CU_ASSERT_EQUAL(r.status, 201);
+        size_t want = n > 1 ? n + 1 : n;
+        CU_ASSERT_EQUAL(r.nheaders, want);
+        CU_ASSERT_TRUE(want > FL_HTTPV1_LOCAL_HEADERS ? r.headers != r.local : r.nheaders == 0 || r.headers == r.local);
+        for (size_t i = 0; i < n && r.nheaders == want; i++)
+            CU_ASSERT_TRUE(t_hdr_is(&r.headers[i], names[i], vals[i]));
+        if (n > 1 && r.nheaders == want)
+            CU_ASSERT_TRUE(t_hdr_is(&r.headers[n], names[n - 1], "w"));
+        fl_http_resp_free(&r);
+        fl_buf_free(&ctx);
+    }
+    CU_ASSERT_TRUE(fl_http_is_token(FL_SLICE("Content-Type")));
+    CU_ASSERT_TRUE(fl_http_is_token(FL_SLICE("x!#$%&'*+-.^_`|~9")));
+    CU_ASSERT_FALSE(fl_http_is_token(FL_SLICE("")));
+    CU_ASSERT_FALSE(fl_http_is_token(FL_SLICE("a b")));
+    CU_ASSERT_FALSE(fl_http_is_token(FL_SLICE("a:b")));
+    CU_ASSERT_FALSE(fl_http_is_token(FL_SLICE("caf\xc3\xa9")));
+    CU_ASSERT_FALSE(fl_http_is_token(fl_slice("a\0b", 3)));
+}
+
 static const fl_test_t tests[] = {
+    {"response header counts (inline and heap)", test_response_header_counts},
     {"6.3 request proto context", test_request_proto_spec},
     {"6.3 request task frame", test_request_task_frame_spec},
     {"6.3 request proto read back", test_request_proto_fields_read_back},

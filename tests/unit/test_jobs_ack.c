@@ -11,26 +11,42 @@
 
 static void t_decide(const char *body, char kind, long delay, const char *headers, bool odd)
 {
-    char k, *h;
-    long d;
-    const char *msg = fl_rjobs_decide(body, strlen(body), &k, &d, &h);
-    CU_ASSERT_EQUAL(k, kind);
-    CU_ASSERT_EQUAL(d, delay);
+    fl_rjobs_answer_t a;
+    const char *msg = fl_rjobs_decide(body, strlen(body), &a);
+    CU_ASSERT_EQUAL(a.kind, kind);
+    CU_ASSERT_EQUAL(a.delay, delay);
     CU_ASSERT_EQUAL(msg != NULL, odd);
     if (headers) {
-        CU_ASSERT_PTR_NOT_NULL_FATAL(h);
-        CU_ASSERT_STRING_EQUAL(h, headers);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a.headers);
+        CU_ASSERT_STRING_EQUAL(a.headers, headers);
     } else {
-        CU_ASSERT_PTR_NULL(h);
+        CU_ASSERT_PTR_NULL(a.headers);
     }
-    cJSON_free(h);
+    cJSON_free(a.headers);
+    cJSON_free(a.message);
+}
+
+/* data.message travels to the master (logs, dead-letter reason). */
+static void t_message(void)
+{
+    fl_rjobs_answer_t a;
+    const char *b = "{\"type\":3,\"data\":{\"message\":\"boom\",\"requeue\":true}}";
+    fl_rjobs_decide(b, strlen(b), &a);
+    CU_ASSERT_EQUAL(a.kind, 'r');
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a.message);
+    CU_ASSERT_STRING_EQUAL(a.message, "boom");
+    cJSON_free(a.message);
+    b = "{\"type\":2,\"data\":[]}";
+    fl_rjobs_decide(b, strlen(b), &a);
+    CU_ASSERT_PTR_NULL(a.message);
 }
 
 static void t_types(void)
 {
     t_decide("{\"type\":0,\"data\":[]}", 'a', 0, NULL, false); /* SUCCESS (complete()) */
     t_decide("{\"type\":2,\"data\":[]}", 'a', 0, NULL, false); /* ACK */
-    t_decide("{\"type\":1,\"data\":{\"message\":\"x\"}}", 'd', 0, NULL, false);
+    /* ERROR without requeue: acked, the message logged (spec §7.2) */
+    t_decide("{\"type\":1,\"data\":{\"message\":\"x\"}}", 'a', 0, NULL, true);
     t_decide("{\"type\":1,\"data\":{\"message\":\"x\",\"requeue\":true,\"delay_seconds\":3,"
              "\"headers\":{\"a\":[\"b\"]}}}",
              'r', 3, "{\"a\":[\"b\"]}", false);
@@ -50,6 +66,7 @@ static void t_types(void)
 
 static const fl_test_t tests[] = {
     {"ack types 0-4, unknown, malformed", t_types},
+    {"the message of a nack", t_message},
     {NULL, NULL},
 };
 

@@ -391,6 +391,59 @@ static void test_shutdown_lets_a_busy_worker_finish(void)
     fl_buf_free(&late.t.frame);
 }
 
+static bool respawn_pending(void)
+{
+    return pool->respawn[0].id != 0;
+}
+static bool settled(void)
+{
+    return fl_pool_settled(pool);
+}
+
+/* informer.AddWorker / RemoveWorker: growing moves the respawn timers' array (a respawn is
+ * pending in slot 0 meanwhile: ASan sees a stale pointer), a removal with every worker busy
+ * waits for the next task to end and fails none, and the last worker stays. */
+static void test_add_and_remove_workers(void)
+{
+    start_pool(1, NULL);
+    pid_t first = get_pid();
+    pool->fail_streak = 3; /* the respawn waits 400 ms: still pending when the array moves */
+    kill(first, SIGKILL);
+    CU_ASSERT_FATAL(run_until(respawn_pending, 5000));
+    CU_ASSERT_EQUAL(fl_pool_add_worker(pool), 0);
+    CU_ASSERT_EQUAL(fl_pool_size(pool), 2);
+    CU_ASSERT(run_until(settled, 5000));
+    fl_worker_info_t ws[8];
+    CU_ASSERT_EQUAL(snapshot(ws, 8), 2);
+    CU_ASSERT_FALSE(has_pid(ws, 2, first));
+
+    req_t a = {0}, b = {0};
+    req_init(&a, "/sleep", "ms=300");
+    req_init(&b, "/sleep", "ms=300");
+    fl_pool_submit(pool, &a.t);
+    fl_pool_submit(pool, &b.t);
+    CU_ASSERT_EQUAL(fl_pool_remove_worker(pool), 0);
+    CU_ASSERT_EQUAL(fl_pool_remove_worker(pool), -1); /* one would be left with none */
+    CU_ASSERT_FALSE(fl_pool_settled(pool));
+    CU_ASSERT_EQUAL(fl_pool_size(pool), 2); /* both busy: nobody goes yet */
+    req_t *rs[] = {&a, &b};
+    CU_ASSERT(run_reqs(rs, 2, 5000));
+    CU_ASSERT(a.status == 200 && b.status == 200 && !a.err && !b.err);
+    CU_ASSERT(run_until(settled, 5000));
+    CU_ASSERT_EQUAL(fl_pool_size(pool), 1);
+    CU_ASSERT_EQUAL(snapshot(ws, 8), 1);
+    CU_ASSERT(get_pid() == ws[0].pid);
+    /* an idle worker goes at once; an add cancels a removal still waiting */
+    CU_ASSERT_EQUAL(fl_pool_add_worker(pool), 0);
+    CU_ASSERT(run_until(settled, 5000));
+    CU_ASSERT_EQUAL(fl_pool_remove_worker(pool), 0);
+    CU_ASSERT(run_until(settled, 5000));
+    CU_ASSERT_EQUAL(snapshot(ws, 8), 1);
+    fl_buf_free(&a.t.frame);
+    fl_buf_free(&b.t.frame);
+    stop_pool();
+}
+
 static const fl_test_t tests[] = {
     {"transition table and names", test_transition_table},
     {"informer snapshot", test_snapshot},
@@ -398,6 +451,7 @@ static const fl_test_t tests[] = {
     {"reset_timeout kills a busy worker", test_reset_timeout_kills_a_busy_worker},
     {"debug mode: a fresh worker per task", test_debug_mode_spawns_per_task},
     {"shutdown lets a busy worker finish", test_shutdown_lets_a_busy_worker_finish},
+    {"add and remove workers at run time", test_add_and_remove_workers},
     {NULL, NULL},
 };
 

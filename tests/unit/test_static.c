@@ -303,6 +303,50 @@ static void test_open_beneath(void)
     fl_static_free(&o);
 }
 
+/* What an open returned, read as in read_rel. */
+static const char *read_fd(int fd)
+{
+    static char buf[64];
+    if (fd == -EXDEV)
+        return "EXDEV";
+    if (fd < 0)
+        return "ERR";
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+/* http.static.symlinks: follow goes anywhere (nginx's default), off refuses every symlink below
+ * the root, with openat2 and with the /proc check alike (same tree as test_open_beneath). */
+static void test_open_symlink_modes(void)
+{
+    link_to("css", "pub/cssl"); /* a directory symlink that stays inside */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/pub", tdir);
+    fl_static_opts_t o = {.dir = dir};
+    struct fl_static_root *r = root_get(&o);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(read_fd(open_rel(r, "out.txt", FL_STATIC_SYMLINKS_FOLLOW)), "SECRET");
+    CU_ASSERT_STRING_EQUAL(read_fd(open_rel(r, "up/secret.txt", FL_STATIC_SYMLINKS_FOLLOW)),
+                           "SECRET");
+    CU_ASSERT_STRING_EQUAL(read_fd(open_rel(r, "in.txt", FL_STATIC_SYMLINKS_FOLLOW)), "A");
+    CU_ASSERT_STRING_EQUAL(read_fd(open_rel(r, "none.txt", FL_STATIC_SYMLINKS_FOLLOW)), "ERR");
+    CU_ASSERT_STRING_EQUAL(read_fd(open_rel(r, "out.txt", FL_STATIC_SYMLINKS_INSIDE)), "EXDEV");
+    CU_ASSERT_STRING_EQUAL(read_fd(open_rel(r, "cssl/b.css", FL_STATIC_SYMLINKS_INSIDE)), "B");
+    for (int verified = 0; verified < 2; verified++) {
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "a.txt", verified)), "A");
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "css/b.css", verified)), "B");
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "in.txt", verified)), "EXDEV");
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "cssl/b.css", verified)), "EXDEV");
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "abs_in.css", verified)), "EXDEV");
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "out.txt", verified)), "EXDEV");
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "up/secret.txt", verified)), "EXDEV");
+        CU_ASSERT_STRING_EQUAL(read_fd(open_no_symlinks(r, "none.txt", verified)), "ERR");
+    }
+    fl_static_free(&o);
+}
+
 /* A deploy swaps the `current` symlink that `dir` goes through: the root follows within the
  * recheck interval (forced here), files of the old release are no longer served. */
 static void test_root_follows_symlink_swap(void)
@@ -346,6 +390,7 @@ static const fl_test_t tests[] = {
     {"HTTP dates", test_dates},
     {"entity tags", test_etags},
     {"open below the root, symlinks", test_open_beneath},
+    {"symlinks: follow, inside, off", test_open_symlink_modes},
     {"root follows a swapped symlink", test_root_follows_symlink_swap},
     {NULL, NULL},
 };

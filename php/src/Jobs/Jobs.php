@@ -32,15 +32,80 @@ final class Jobs
         return $id;
     }
 
-    /** @param list<array{pipeline:string,name:string,payload:string,delay?:int,priority?:int,id?:string}> $jobs */
-    public function pushBatch(array $jobs): void
+    /**
+     * One call for many jobs; for a redis pipeline they are stored all or none.
+     *
+     * @param list<array{pipeline:string,name:string,payload:string,delay?:int,priority?:int,id?:string,headers?:array<string, list<string>>}> $jobs
+     * @return list<string> the ids
+     */
+    public function pushBatch(array $jobs): array
     {
         $out = '';
+        $ids = [];
         foreach ($jobs as $j) {
+            $ids[] = $id = $j['id'] ?? self::uuid();
             $out .= self::bytes(1, self::job($j['pipeline'], $j['name'], $j['payload'], $j['delay'] ?? 0,
-                $j['priority'] ?? 0, [], $j['id'] ?? self::uuid()));
+                $j['priority'] ?? 0, $j['headers'] ?? [], $id));
         }
         $this->rpc->call('jobs.PushBatch', $out);
+
+        return $ids;
+    }
+
+    /**
+     * A pipeline at run time: 'driver' and 'name', plus its options as in the config
+     * (docs/jobs-redis.md), e.g. ['driver' => 'redis', 'name' => 'mail', 'addrs' => '127.0.0.1:6379'].
+     *
+     * @param array<string, string|int|bool> $options
+     */
+    public function declare(array $options): void
+    {
+        $out = '';
+        foreach ($options as $k => $v) {
+            $v = is_bool($v) ? ($v ? 'true' : 'false') : (string) $v;
+            $out .= self::bytes(1, self::bytes(1, (string) $k) . self::bytes(2, $v));
+        }
+        $this->rpc->call('jobs.Declare', $out);
+    }
+
+    /** @return list<string> the pipelines destroyed */
+    public function destroy(string ...$pipelines): array
+    {
+        $out = [];
+        foreach (self::fields((string) $this->rpc->call('jobs.Destroy', self::names($pipelines))) as [$f, $v]) {
+            if ($f === 1) {
+                $out[] = $v;
+            }
+        }
+
+        return $out;
+    }
+
+    /**
+     * jobs.Stat: one entry per pipeline.
+     *
+     * @return list<array{pipeline:string,driver:string,queue:string,active:int,delayed:int,reserved:int,ready:bool,priority:int}>
+     */
+    public function stat(): array
+    {
+        $out = [];
+        foreach (self::fields((string) $this->rpc->call('jobs.Stat', '')) as [$f, $v]) {
+            if ($f !== 1) {
+                continue;
+            }
+            $s = ['pipeline' => '', 'driver' => '', 'queue' => '', 'active' => 0, 'delayed' => 0,
+                  'reserved' => 0, 'ready' => false, 'priority' => 0];
+            $names = [1 => 'pipeline', 2 => 'driver', 3 => 'queue', 4 => 'active', 5 => 'delayed',
+                      6 => 'reserved', 7 => 'ready', 8 => 'priority'];
+            foreach (self::fields((string) $v) as [$sf, $sv]) {
+                if (isset($names[$sf])) {
+                    $s[$names[$sf]] = $sf === 7 ? (bool) $sv : $sv;
+                }
+            }
+            $out[] = $s;
+        }
+
+        return $out;
     }
 
     public function pause(string ...$pipelines): void
