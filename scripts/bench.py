@@ -43,6 +43,7 @@ PACKAGES = {  # binary -> Debian package
     "/usr/lib/apache2/modules/libphp8.2.so": "libapache2-mod-php8.2",
     "/usr/bin/wrk": "wrk",
     "/usr/bin/php8.2": "php8.2-cli",
+    "/usr/bin/strace": "strace",  # system calls per request
 }
 CPU_PHP = "$x = 'forkline';\nfor ($i = 0; $i < 5000; $i++) {\n    $x = md5($x);\n}\n"
 NOTES_MARK = "<!-- notes: everything below this line is kept when the harness rewrites the file -->"
