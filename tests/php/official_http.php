@@ -16,7 +16,7 @@
  * assert there is none.
  *
  *   /pid                       the pid
- *   /echo                      method, body length and sha1 of the body: "POST 123 <sha1>"
+ *   /echo                      "POST 123 <sha1> parsed=0": method, body length, sha1, parsed
  *   /split?ms=N                the answer's 12-byte header in one write, the rest N ms later
  *   /split-header?ms=N         even the header in two writes (5 + 7 bytes), N ms apart
  *   /throw500                  the documented loop's catch: respond(500) and then error()
@@ -27,10 +27,12 @@
  *                              STOP is noticed only while a PONG is awaited (pipes); then
  *                              M = error (uncaught StreamStoppedException, Octane-like loop:
  *                              ERROR frame), 500 (documented loop: respond(500) + error()),
- *                              catch (the library's own empty final frame)
+ *                              catch (the library's own empty final frame);
+ *                              final_ping=1 sets PING on the final frame too
  *   /counters                  "pings=P pongs=Q stops=S skipped=K" since start
  *   /strheaders                JSON codec: headers as plain strings and lists mixed
  *
+ * Every task is appended as "pid path" to the file named by $EXEC_LOG, if set.
  * $CODEC_FLAGS_34=1 answers JSON with frame flags 0x00 (roadrunner-http 3.4) instead of 0x08.
  */
 
@@ -225,14 +227,15 @@ function poll_stop(bool &$awaitingPong): bool
 }
 
 /** roadrunner-http 3.5 respondStream over a generator; the STOP check happens before each chunk. */
-function respond_stream(int $status, Generator $gen, array $headers): void
+function respond_stream(int $status, Generator $gen, array $headers, bool $finalPing = false): void
 {
     global $counters;
     $sent = 0;
     $awaitingPong = false;
     while (true) {
         if (!$gen->valid()) {
-            respond($status, (string) $gen->getReturn(), $headers);
+            $counters['pings'] += (int) $finalPing;
+            respond($status, (string) $gen->getReturn(), $headers, true, $finalPing ? B_PING : 0);
 
             return;
         }
@@ -315,6 +318,10 @@ while (true) {
     parse_str($query, $q);
     $ms = isset($q['ms']) ? (int) $q['ms'] : 0;
     $path = (string) parse_url($uri, PHP_URL_PATH);
+    $log = getenv('EXEC_LOG');
+    if (is_string($log) && $log !== '') {
+        file_put_contents($log, getmypid() . ' ' . $path . "\n", FILE_APPEND | LOCK_EX);
+    }
 
     try {
         switch ($path) {
@@ -323,7 +330,8 @@ while (true) {
                 break;
 
             case '/echo':
-                respond(200, $method . ' ' . strlen($body) . ' ' . sha1($body), $text);
+                $parsed = $codec === F_JSON ? !empty($req['parsed']) : $req['parsed'];
+                respond(200, $method . ' ' . strlen($body) . ' ' . sha1($body) . ' parsed=' . (int) $parsed, $text);
                 break;
 
             case '/split':
@@ -370,7 +378,8 @@ while (true) {
             case '/stream':
                 $mode = (string) ($q['on_stop'] ?? 'error');
                 try {
-                    respond_stream(200, chunks((int) ($q['n'] ?? 3), $ms, $mode === 'catch'), $text);
+                    respond_stream(200, chunks((int) ($q['n'] ?? 3), $ms, $mode === 'catch'), $text,
+                        !empty($q['final_ping']));
                 } catch (StreamStoppedException $e) {
                     if ($mode === '500') {
                         throw $e; // to the documented loop below
