@@ -49,6 +49,7 @@ typedef struct {
     unsigned crashes;    /* consecutive short-lived runs */
     fl_timer_id respawn;
     unsigned workers;
+    unsigned jobs_workers; /* its jobs pool's size; 0: it runs none */
 } fl_rslot_t;
 
 /* One generation of reactors, built from one cycle (config). A reload starts a new generation
@@ -247,7 +248,7 @@ static void fill_http_opts(fl_gen_t *g, fl_http_opts_t *h)
     h->ssl_port = c->http.ssl.port;
 }
 
-/* jobs.pool (master/jobs.c): num_workers is spread over the reactors like http's; called in the
+/* jobs.pool (master/jobs.c): the slot's share of num_workers (plan_reactors); called in the
  * reactor child only, so its RR_MODE=jobs environment is never freed by the master. */
 static void fill_jobs_opts(fl_gen_t *g, unsigned slot, fl_reactor_opts_t *o)
 {
@@ -255,11 +256,10 @@ static void fill_jobs_opts(fl_gen_t *g, unsigned slot, fl_reactor_opts_t *o)
     const fl_pool_conf_t *jc = &c->jobs.pool;
     if (!c->jobs.has_pool || g->adopted)
         return;
-    unsigned total = jc->num_workers ? jc->num_workers : g->nreactors;
     o->jobs_pool = o->pool;
     o->jobs_pool.argv = jc->command.argc ? jc->command.argv : c->server.command.argv;
     o->jobs_pool.envp = build_env(c, "jobs");
-    o->jobs_pool.num_workers = total / g->nreactors + (slot < total % g->nreactors);
+    o->jobs_pool.num_workers = g->slots[slot].jobs_workers;
     o->jobs_pool.max_jobs = jc->max_jobs;
     o->jobs_pool.max_queue_size = 0; /* the master sends at most 2 jobs per worker */
     o->jobs_pool.allocate_timeout_ms = jc->allocate_timeout_ms;
@@ -316,6 +316,7 @@ static void fill_reactor_opts(fl_gen_t *g, unsigned slot, int chan, fl_reactor_o
     o->pool.ttl_ms = pc->ttl_ms;
     o->pool.idle_ttl_ms = pc->idle_ttl_ms;
     o->pool.exec_ttl_ms = pc->exec_ttl_ms;
+    o->pool.stream_timeout_ms = pc->stream_timeout_ms;
     o->pool.max_worker_memory = pc->max_worker_memory;
     o->pool.set_ids = g->cred.set_ids;
     o->pool.uid = g->cred.uid;
@@ -403,12 +404,15 @@ static void plan_reactors(fl_gen_t *g)
         fl_info("%u PHP workers for %u reactors: running %u reactors, one worker each", w, r, w);
         r = w;
     }
+    /* jobs.pool.num_workers is spread the same way (0: one per reactor) */
+    unsigned jw = !c->jobs.has_pool ? 0 : c->jobs.pool.num_workers ? c->jobs.pool.num_workers : r;
     g->nreactors = r;
     g->slots = calloc(r, sizeof(*g->slots));
     for (unsigned i = 0; i < r; i++) {
         g->slots[i].gen = g;
         g->slots[i].index = i;
         g->slots[i].workers = w / r + (i < w % r ? 1 : 0);
+        g->slots[i].jobs_workers = jw / r + (i < jw % r ? 1 : 0);
         g->slots[i].chan = -1;
     }
 }
@@ -1337,31 +1341,40 @@ static void rpc_workers(void *m, fl_rpc_call_t *call, const char *plugin)
 
 /* informer.AddWorker / RemoveWorker: one worker more or fewer in the serving generation, on the
  * reactor with the fewest workers (add) or the most (remove), so N calls change the total by N.
- * The count is the slot's (g->slots[i].workers), so a respawned reactor keeps it; a reload builds
- * its generation from the config again, which restores the configured size. A reactor never goes
- * below one worker: it would accept connections it cannot serve. */
-static void rpc_scale(fl_rpc_call_t *call, int delta)
+ * The count is the slot's (g->slots[i].workers, .jobs_workers for the jobs pool), so a respawned
+ * reactor keeps it; a reload builds its generation from the config again, which restores the
+ * configured size. A reactor never goes below one worker: it would accept connections it cannot
+ * serve (http), or hold a jobs pool with no capacity (jobs). A reactor without a jobs pool
+ * (jobs.pool.num_workers below the number of reactors) does not get one: the pools it could
+ * grow are the ones it has. The reactor tells the jobs broker its new capacity (JCAP). */
+static void rpc_scale(fl_rpc_call_t *call, int delta, bool jobs)
 {
     fl_master_t *m = rpcm.m;
     fl_gen_t *g = m->active;
     for (fl_gen_t *x = m->gens; !g && x; x = x->next)
         if (x->state != G_RETIRING)
             g = x;
+    if (jobs && (!g || g->adopted || !g->conf.jobs.has_pool)) {
+        fl_rpc_fail(call, "plugin jobs does not support workers management");
+        return;
+    }
     fl_rslot_t *best = NULL;
     unsigned total = 0, ready = 0;
     for (unsigned i = 0; g && i < g->nreactors; i++) {
         fl_rslot_t *s = &g->slots[i];
-        total += s->workers;
+        unsigned n = jobs ? s->jobs_workers : s->workers;
+        total += n;
         /* a reactor still starting has no pool to resize yet: its start-up counts its workers */
-        if (s->pid <= 0 || s->chan < 0 || !s->ready)
+        if (s->pid <= 0 || s->chan < 0 || !s->ready || n == 0)
             continue;
         ready++;
-        if (delta < 0 && s->workers <= 1)
+        if (delta < 0 && n <= 1)
             continue;
-        if (!best || (delta > 0 ? s->workers < best->workers : s->workers > best->workers))
+        unsigned bn = !best ? 0 : jobs ? best->jobs_workers : best->workers;
+        if (!best || (delta > 0 ? n < bn : n > bn))
             best = s;
     }
-    if (delta > 0 && total >= 500) { /* the config's limit (http.pool.num_workers) */
+    if (delta > 0 && total >= 500) { /* the config's limit (<plugin>.pool.num_workers) */
         fl_rpc_fail(call, "number of workers can't be more than 500");
         return;
     }
@@ -1372,48 +1385,51 @@ static void rpc_scale(fl_rpc_call_t *call, int delta)
     }
     rpc_op_t *op = calloc(1, sizeof(*op));
     char msg[64];
-    int k = op ? snprintf(msg, sizeof(msg), FL_MSG_SCALE "%u %s", ++rpcm.next_id,
-                          delta > 0 ? "+1" : "-1")
+    int k = op ? snprintf(msg, sizeof(msg), "%s" FL_MSG_SCALE "%u %s", jobs ? "J" : "",
+                          ++rpcm.next_id, delta > 0 ? "+1" : "-1")
                : 0;
     if (!op || send(best->chan, msg, (size_t)k, MSG_NOSIGNAL | MSG_DONTWAIT) != k) {
         free(op);
         fl_rpc_fail(call, "cannot reach reactor %u", best->index);
         return;
     }
-    best->workers = (unsigned)((int)best->workers + delta);
+    unsigned *count = jobs ? &best->jobs_workers : &best->workers;
+    *count = (unsigned)((int)*count + delta);
     op->id = rpcm.next_id;
     op->scale = delta;
     op->call = call;
     op->waiting[op->nwaiting++] = best->pid;
-    int64_t timeout =
-        g->adopted ? 120000
-                   : g->conf.http.pool.reset_timeout_ms + g->conf.http.pool.allocate_timeout_ms;
+    const fl_pool_conf_t *pc = jobs ? &g->conf.jobs.pool : &g->conf.http.pool;
+    int64_t timeout = g->adopted ? 120000 : pc->reset_timeout_ms + pc->allocate_timeout_ms;
     op->deadline_ms = fl_now_ms() + timeout + 5000;
     op->next = rpcm.ops;
     rpcm.ops = op;
-    fl_info("informer: %s a worker %s reactor %u (%u there now)", delta > 0 ? "adding" : "removing",
-            delta > 0 ? "to" : "from", best->index, best->workers);
+    fl_info("informer: %s a %s worker %s reactor %u (%u there now)",
+            delta > 0 ? "adding" : "removing", jobs ? "jobs" : "http", delta > 0 ? "to" : "from",
+            best->index, *count);
     if (!rpcm.tick)
         rpcm.tick = fl_timer_add(m->loop, 100, rpc_tick, NULL);
 }
 
-/* Only the http pool scales for now: the jobs pool's per-reactor size is not tracked here. */
+/* The plugins with pools: http, and jobs when jobs.pool is configured (rpc_scale checks). */
 static void rpc_add_worker(void *m, fl_rpc_call_t *call, const char *plugin)
 {
     FL_UNUSED(m);
-    if (strcmp(plugin, "http") != 0)
+    bool jobs = strcmp(plugin, "jobs") == 0;
+    if (!jobs && strcmp(plugin, "http") != 0)
         fl_rpc_fail(call, "plugin %s does not support workers management", plugin);
     else
-        rpc_scale(call, +1);
+        rpc_scale(call, +1, jobs);
 }
 
 static void rpc_remove_worker(void *m, fl_rpc_call_t *call, const char *plugin)
 {
     FL_UNUSED(m);
-    if (strcmp(plugin, "http") != 0)
+    bool jobs = strcmp(plugin, "jobs") == 0;
+    if (!jobs && strcmp(plugin, "http") != 0)
         fl_rpc_fail(call, "plugin %s does not support workers management", plugin);
     else
-        rpc_scale(call, -1);
+        rpc_scale(call, -1, jobs);
 }
 
 static int rpc_config(void *mp, fl_buf_t *out)

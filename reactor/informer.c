@@ -152,6 +152,8 @@ static void informer_scale(fl_informer_t *in, unsigned id, bool add)
     in->scales[in->nscales].id = id;
     in->scales[in->nscales].deadline_ms = fl_now_ms() + in->timeout_ms;
     in->nscales++;
+    if (in->on_scale)
+        in->on_scale(in->scale_data, add ? +1 : -1);
     informer_arm(in);
 }
 

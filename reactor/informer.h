@@ -44,6 +44,10 @@ typedef struct {
     } scales[FL_INFORMER_MAX_RESETS];
     unsigned nscales;
     fl_timer_id tick;
+    /* Optional: a scale request was accepted by the pool (delta +1 / -1); the jobs pool's
+     * capacity toward the master's broker follows it (reactor/jobs.c). Set after init. */
+    void (*on_scale)(void *data, int delta);
+    void *scale_data;
 } fl_informer_t;
 
 void fl_informer_init(fl_informer_t *in, fl_loop_t *loop, fl_pool_t *pool, int chan,

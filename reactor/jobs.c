@@ -23,7 +23,9 @@ struct fl_rjobs {
     int chan_fd;
     unsigned slot;
     bool stopping;
-    fl_buf_t done; /* JDONE records not sent yet: one message per loop turn (fl_rjobs_flush) */
+    bool ready;      /* the capacity was announced: scaling announces the new one */
+    unsigned target; /* the pool's size once its pending informer scales are done */
+    fl_buf_t done;   /* JDONE records not sent yet: one message per loop turn (fl_rjobs_flush) */
 };
 
 /* A malformed answer is requeued after this long: the job is not lost, and a worker that
@@ -261,8 +263,24 @@ void fl_rjobs_ready(fl_rjobs_t *j)
 {
     /* Twice the workers: the next job waits in the pool while one runs, so a worker never idles
      * for a round trip to the master. */
-    if (!j->stopping)
-        send_cap(j, 2 * fl_pool_size(j->pool));
+    if (j->stopping)
+        return;
+    j->ready = true;
+    j->target = fl_pool_size(j->pool);
+    send_cap(j, 2 * j->target);
+}
+
+/* Counted from the requests rather than read from the pool: a removal that waits for a busy
+ * worker leaves the pool's size as it was until then, but the broker should stop filling that
+ * worker's share now. Jobs already sent over the old capacity simply run on the workers left. */
+void fl_rjobs_scaled(fl_rjobs_t *j, int delta)
+{
+    if (!j || !j->ready || j->stopping)
+        return; /* not announced yet: fl_rjobs_ready reads the pool's size then */
+    if (delta < 0 && j->target <= 1)
+        return;
+    j->target = (unsigned)((int)j->target + delta);
+    send_cap(j, 2 * j->target);
 }
 
 void fl_rjobs_stop(fl_rjobs_t *j)

@@ -38,6 +38,9 @@ typedef struct fl_rjobs fl_rjobs_t;
 fl_rjobs_t *fl_rjobs_new(fl_loop_t *loop, fl_pool_t *pool, int chan_fd, unsigned slot);
 /* The pool is warm: announce the capacity. */
 void fl_rjobs_ready(fl_rjobs_t *j);
+/* informer.AddWorker (+1) / RemoveWorker (-1) was accepted by the pool: announce the capacity
+ * of the new size (a lower one before the removed worker is gone, so it gets nothing new). */
+void fl_rjobs_scaled(fl_rjobs_t *j, int delta);
 /* Stopping: announce capacity 0 (queued tasks fail with "stopping" and are requeued). */
 void fl_rjobs_stop(fl_rjobs_t *j);
 /* Sends the answers gathered this loop turn (the reactor's before-sleep hook). */

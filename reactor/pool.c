@@ -53,7 +53,11 @@ struct fl_worker {
     int state;              /* FL_W_*, what the informer shows; only set_state() changes it */
     bool up;                /* the PID handshake is done */
     bool busy;              /* a task is in flight: the frames are its answer */
-    bool settling;          /* after an ERROR frame: waiting for the answer to a PID request */
+    bool settling;          /* a PID request is out as a barrier: waiting for its answer */
+    bool held;              /* an ERROR or stop frame came before any answer to the task: a
+                               leftover of the previous task, or the answer? (hold_answer) */
+    bool answering;         /* a data frame of the current task has arrived */
+    bool held_err;          /* the held frame was an ERROR; its message is in w->err */
     bool retiring;          /* stop frame sent or about to be killed: its frames are moot */
     bool in_idle;           /* on the idle list */
     bool parsing;           /* its input is being handled (see make_available) */
@@ -68,6 +72,7 @@ struct fl_worker {
     int deadline_state;
     fl_buf_t in;
     fl_buf_t ctl;    /* queued control frames (PID request, stop, PONG) */
+    fl_buf_t err;    /* the held ERROR frame's message; freed with the struct (collect) */
     size_t task_off; /* bytes of task->frame already written */
     fl_task_t *task;
     uint64_t execs, max_jobs;
@@ -87,6 +92,8 @@ typedef struct {
 } fl_respawn_t;
 
 #define NO_SLOT ((unsigned)-1)
+
+static const char stream_why[] = "stream_timeout elapsed after the stream STOP";
 
 struct fl_pool {
     fl_loop_t *loop;
@@ -116,6 +123,7 @@ static void spawn_slot(fl_pool_t *p, unsigned slot);
 static void dispatch(fl_pool_t *p);
 static void spawn_on_demand(fl_pool_t *p);
 static void queue_unlink(fl_pool_t *p, fl_task_t *t);
+static void enqueue(fl_pool_t *p, fl_task_t *t, bool front);
 static bool shrink_take(fl_worker_t *w);
 
 static const char *pname(const fl_pool_t *p)
@@ -376,14 +384,24 @@ static int flush_bytes(fl_worker_t *w, const char *p, size_t n, size_t *off)
     return 0;
 }
 
+/* Control frames and the task frame never interleave: a task frame already begun is finished
+ * first (a PID request or PONG may be queued while a big upload is on its way), else the
+ * control bytes go first, so a partly written control frame is finished before the task. */
 static void worker_flush(fl_worker_t *w)
 {
     if (w->dead)
         return;
     size_t off = 0;
-    int r = flush_bytes(w, w->ctl.data, w->ctl.len, &off);
+    bool task_left = w->busy && !w->orphan && w->task_off < w->task->frame.len;
+    int r = 0;
+    if (task_left && w->task_off > 0) {
+        r = flush_bytes(w, w->task->frame.data, w->task->frame.len, &w->task_off);
+        task_left = false;
+    }
+    if (r == 0)
+        r = flush_bytes(w, w->ctl.data, w->ctl.len, &off);
     fl_buf_consume(&w->ctl, off);
-    if (r == 0 && w->busy && !w->orphan && w->task_off < w->task->frame.len)
+    if (r == 0 && task_left)
         r = flush_bytes(w, w->task->frame.data, w->task->frame.len, &w->task_off);
     if (r < 0) {
         char why[128];
@@ -472,6 +490,7 @@ static void collect(fl_loop_t *loop, void *data)
     while (p->graveyard) {
         fl_worker_t *w = p->graveyard;
         p->graveyard = w->next_dead;
+        fl_buf_free(&w->err);
         free(w);
     }
 }
@@ -600,11 +619,19 @@ static void worker_kill(fl_worker_t *w, int state, const char *task_err, const c
     if (!w->exited)
         kill(w->pid, SIGKILL); /* once reaped, the pid may already belong to someone else */
     fl_task_t *t = w->busy && !w->orphan ? w->task : NULL;
+    /* It died with a frame held (hold_answer): that frame was its answer after all. */
+    bool held = w->held && task_err == fl_task_err_died;
     unsigned slot = detach_slot(w);
-    worker_free(w);
-    if (t) {
+    worker_free(w); /* w->err lives on until collect */
+    if (t && held && !w->held_err && !p->stopping) {
         t->worker = NULL;
-        t->on_fail(t, task_err, fl_slice_cstr(reason));
+        enqueue(p, t, true); /* it asked to be stopped instead of answering */
+    } else if (t) {
+        t->worker = NULL;
+        if (held && w->held_err)
+            t->on_fail(t, fl_task_err_worker, fl_slice(w->err.data, w->err.len));
+        else
+            t->on_fail(t, task_err, fl_slice_cstr(reason));
     }
     if (before_handshake && !p->stopping) {
         p->fail_streak++;
@@ -779,6 +806,11 @@ static void exec_done(fl_worker_t *w)
     w->busy = false;
     w->task = NULL;
     w->orphan = false;
+    w->answering = w->held = w->held_err = false;
+    if (w->timer && w->deadline_why == stream_why) { /* the stopped stream did end */
+        fl_timer_del(w->pool->loop, w->timer);
+        w->timer = 0;
+    }
     w->task_off = 0;
     w->execs++;
     w->last_used_ms = fl_now_ms();
@@ -820,15 +852,78 @@ static void worker_free_up(fl_worker_t *w)
     make_available(w);
 }
 
+static const char settle_why[] = "did not answer a PID request after its ERROR frame";
+
 /* After an ERROR frame a worker may still have something to say: Octane sends {"stop":true}
  * right after it, from an event listener, so perhaps milliseconds later. A PID request is a
  * barrier: the worker answers it only once back in its wait loop, after any such frame. */
 static void begin_settle(fl_worker_t *w)
 {
+    if (w->settling)
+        return; /* one barrier is out already: its answer comes after this frame too */
     w->settling = true;
-    arm_deadline(w, w->pool->o.allocate_timeout_ms,
-                 "did not answer a PID request after its ERROR frame", FL_W_ERRORED);
+    if (!w->timer) /* busy: a reset deadline may be armed, and it is the shorter wait */
+        arm_deadline(w, w->pool->o.allocate_timeout_ms, settle_why, FL_W_ERRORED);
     worker_send_ctl(w, make_pid_request);
+}
+
+static void settle_done(fl_worker_t *w)
+{
+    w->settling = false;
+    if (w->timer && w->deadline_why == settle_why) {
+        fl_timer_del(w->pool->loop, w->timer);
+        w->timer = 0;
+    }
+}
+
+/* An ERROR frame (f) or a stop request (f NULL) came before any answer to the task. It may be
+ * the answer, or a leftover of the previous task that arrived after this one was sent: the
+ * documented worker loop answers an exception with respond(500) and then error(), Octane may
+ * stop() after its answer (§14 item 3). The barrier decides: a data frame before the PID
+ * reply is the real answer and the held frame was stale; the PID reply first means the held
+ * frame was the answer (release_held). A stop is acted on either way, after the task. */
+static void hold_answer(fl_worker_t *w, const fl_frame_t *f)
+{
+    if (f) {
+        w->err.len = 0;
+        if (fl_buf_append(&w->err, (const char *)f->payload, f->len) < 0)
+            w->err.len = 0; /* out of memory: the task still fails, without the text */
+        w->held_err = true;
+    } else {
+        worker_limit(w, FL_W_INVALID, "the worker asked to be stopped");
+    }
+    w->held = true;
+    begin_settle(w);
+}
+
+/* The PID reply came before any answer: the held frame was the answer. */
+static void release_held(fl_worker_t *w)
+{
+    fl_pool_t *p = w->pool;
+    fl_task_t *t = w->orphan ? NULL : w->task;
+    settle_done(w);
+    w->held = false;
+    if (w->held_err) {
+        w->held_err = false;
+        exec_done(w);
+        if (t) {
+            t->worker = NULL;
+            t->on_fail(t, fl_task_err_worker, fl_slice(w->err.data, w->err.len));
+        }
+    } else {
+        /* {"stop":true} instead of an answer: the task runs on another worker (§3.6) */
+        w->busy = false;
+        w->task = NULL;
+        w->task_off = 0;
+        w->exec_deadline = 0;
+        if (t) {
+            t->worker = NULL;
+            enqueue(p, t, true); /* w is on no idle list: it cannot take the task back */
+        }
+    }
+    w->err.len = 0;
+    if (!w->dead)
+        worker_free_up(w); /* retires it if it asked to be stopped */
 }
 
 /* ---- frames from a worker ---- */
@@ -879,9 +974,7 @@ static void on_settle_frame(fl_worker_t *w, const fl_frame_t *f)
     if (fl_frame_is_stop_request(f)) {
         worker_retire(w, FL_W_INVALID, "the worker asked to be stopped");
     } else if ((f->flags & FL_FRAME_CONTROL) && fl_frame_parse_pid_reply(f) > 0) {
-        fl_timer_del(w->pool->loop, w->timer);
-        w->timer = 0;
-        w->settling = false;
+        settle_done(w);
         worker_free_up(w);
     } else if (!(f->flags & FL_FRAME_CONTROL)) {
         discard_frame(w, f, "after its ERROR frame");
@@ -896,17 +989,31 @@ static void on_unsolicited(fl_worker_t *w, const fl_frame_t *f)
         discard_frame(w, f, "while idle");
 }
 
-static void enqueue(fl_pool_t *p, fl_task_t *t, bool front);
-
 static void on_task_frame(fl_worker_t *w, const fl_frame_t *f)
 {
     fl_pool_t *p = w->pool;
     fl_task_t *t = w->orphan ? NULL : w->task;
     if (f->stream & FL_STREAM_PING)
         worker_send_ctl(w, fl_frame_pong);
-    if (w->dead || (f->flags & FL_FRAME_CONTROL))
-        return; /* a late PID reply or similar: not an answer */
+    if (w->dead)
+        return;
+    if (f->flags & FL_FRAME_CONTROL) {
+        /* the barrier's answer; anything else (a late handshake reply) is not an answer */
+        if (w->settling && fl_frame_parse_pid_reply(f) > 0) {
+            if (w->held)
+                release_held(w);
+            else
+                settle_done(w); /* passed while the real answer is still streaming */
+        }
+        return;
+    }
+    bool stop = fl_frame_is_stop_request(f);
+    if ((stop || (f->flags & FL_FRAME_ERROR)) && t && !w->answering) {
+        hold_answer(w, stop ? NULL : f);
+        return;
+    }
     if (f->flags & FL_FRAME_ERROR) {
+        w->held = w->held_err = false;
         exec_done(w);
         if (t) {
             t->worker = NULL;
@@ -916,17 +1023,28 @@ static void on_task_frame(fl_worker_t *w, const fl_frame_t *f)
             begin_settle(w);
         return;
     }
-    if (fl_frame_is_stop_request(f)) {
-        /* The worker wants out instead of answering: the task runs on another worker. */
+    if (stop) {
+        /* Orphaned, or in the middle of its answer: nothing can run again; it goes. */
         w->busy = false;
         w->task = NULL;
         worker_retire(w, FL_W_INVALID, "the worker asked to be stopped");
         if (t) {
             t->worker = NULL;
-            enqueue(p, t, true);
+            t->on_fail(t, fl_task_err_died, FL_SLICE("the worker asked to be stopped mid-answer"));
         }
         return;
     }
+    if (w->held) {
+        /* a data frame before the barrier's answer: the held frame belonged to the last task */
+        if (w->held_err)
+            fl_warn("%s pool: worker %d: an ERROR frame left over from its previous task "
+                    "(\"%.*s\"); discarded",
+                    pname(p), (int)w->pid, (int)(w->err.len > 200 ? 200 : w->err.len),
+                    w->err.data ? w->err.data : "");
+        w->held = w->held_err = false;
+        w->err.len = 0;
+    }
+    w->answering = true;
     fl_slice_t ctx, body;
     const char *err;
     if (fl_frame_split(f, &ctx, &body, &err) < 0) {
@@ -948,7 +1066,7 @@ static void on_task_frame(fl_worker_t *w, const fl_frame_t *f)
         t->worker = NULL;
         t->on_frame(t, f, ctx, body); /* before anything that could free the frame's bytes */
     }
-    if (!w->dead)
+    if (!w->dead && !w->settling) /* settling: free once the barrier's answer is in */
         worker_free_up(w);
 }
 
@@ -1140,6 +1258,7 @@ static void run_on(fl_worker_t *w, fl_task_t *t)
     w->task = t;
     w->task_off = 0;
     w->orphan = false;
+    w->answering = w->held = w->held_err = false;
     t->worker = w;
     if (p->o.exec_ttl_ms) {
         w->exec_deadline = fl_now_ms() + p->o.exec_ttl_ms;
@@ -1278,6 +1397,10 @@ void fl_pool_cancel(fl_pool_t *p, fl_task_t *t)
         }
         /* A streaming worker stops early (§5.3); one that is not streaming skips the frame. */
         worker_send_ctl(w, fl_frame_stream_stop);
+        /* A stream that does not end after its STOP (a library that never looks, an endless
+         * generator) would hold the worker for good: killed after stream_timeout, as RR. */
+        if (!w->dead && w->answering && p->o.stream_timeout_ms > 0 && !w->timer)
+            arm_deadline(w, p->o.stream_timeout_ms, stream_why, FL_W_ERRORED);
     }
 }
 

@@ -78,6 +78,7 @@ typedef struct {
     bool debug;                 /* a fresh worker per task, spawned on demand */
     /* Supervisor; watch_tick_ms 0 = no supervisor (the config has no supervisor section). */
     int64_t watch_tick_ms, ttl_ms, idle_ttl_ms, exec_ttl_ms;
+    int64_t stream_timeout_ms;  /* after a stream STOP: wait for its end, then kill; 0 = none */
     uint64_t max_worker_memory; /* bytes of RSS, 0 = no limit; a soft limit */
     bool set_ids;               /* run workers as uid/gid (server.user, needs root) */
     uid_t uid;

@@ -130,6 +130,12 @@ static void on_jobs_ready(fl_pool_t *p, void *data)
     fl_rjobs_ready(r->jobs);
 }
 
+static void on_jobs_scaled(void *data, int delta)
+{
+    fl_reactor_t *r = data;
+    fl_rjobs_scaled(r->jobs, delta);
+}
+
 static void on_drained(fl_http_server_t *s, void *data)
 {
     FL_UNUSED(s);
@@ -202,15 +208,17 @@ static void signal_io(fl_loop_t *loop, int fd, int events, void *data)
 static void no_jobs_pool(fl_reactor_t *r, const char *msg, size_t n)
 {
     char out[64];
-    const char *verb = NULL, *reply = NULL;
+    const char *verb = NULL, *reply = NULL, *tail = "";
     if (n > strlen(FL_MSG_WORKERS) && !memcmp(msg, FL_MSG_WORKERS, strlen(FL_MSG_WORKERS)))
-        verb = FL_MSG_WORKERS, reply = FL_MSG_WORKERS;
+        verb = FL_MSG_WORKERS, reply = FL_MSG_WORKERS, tail = " []";
     else if (n > strlen(FL_MSG_RESET_ID) && !memcmp(msg, FL_MSG_RESET_ID, strlen(FL_MSG_RESET_ID)))
         verb = FL_MSG_RESET_ID, reply = FL_MSG_RESET_DONE;
+    else if (n > strlen(FL_MSG_SCALE) && !memcmp(msg, FL_MSG_SCALE, strlen(FL_MSG_SCALE)))
+        verb = FL_MSG_SCALE, reply = FL_MSG_SCALE_DONE, tail = " this reactor has no jobs pool";
     if (!verb)
         return;
     unsigned id = (unsigned)strtoul(msg + strlen(verb), NULL, 10);
-    int k = snprintf(out, sizeof(out), "%s%u%s", reply, id, reply == verb ? " []" : "");
+    int k = snprintf(out, sizeof(out), "%s%u%s", reply, id, tail);
     if (send(r->o.chan_fd, out, (size_t)k, MSG_NOSIGNAL) < 0)
         fl_warn("cannot answer the master: %s", strerror(errno));
 }
@@ -302,9 +310,13 @@ int fl_reactor_main(const fl_reactor_opts_t *o)
     r.http.data = &r;
     fl_informer_init(&r.informer, r.loop, r.pool, o->chan_fd,
                      o->pool.reset_timeout_ms + o->pool.allocate_timeout_ms);
-    if (r.jobs_pool)
+    if (r.jobs_pool) {
         fl_informer_init(&r.jinformer, r.loop, r.jobs_pool, o->chan_fd,
                          o->jobs_pool.reset_timeout_ms + o->jobs_pool.allocate_timeout_ms);
+        /* AddWorker / RemoveWorker move the capacity the master's broker uses */
+        r.jinformer.on_scale = on_jobs_scaled;
+        r.jinformer.scale_data = &r;
+    }
     fl_io_set(r.loop, o->chan_fd, FL_EV_READ, chan_io, &r);
     fl_loop_before_sleep(r.loop, before_sleep, &r);
     if (fl_pool_start(r.pool) == 0 && (!r.jobs_pool || fl_pool_start(r.jobs_pool) == 0))

@@ -157,3 +157,96 @@ def test_new_size_survives_crashes_and_reload_restores_it():
 
 
 test_new_size_survives_crashes_and_reload_restores_it.timeout = 90
+
+
+def test_jobs_pool_add_and_remove_while_jobs_run():
+    """informer.AddWorker / RemoveWorker("jobs"): the broker's capacity follows the pool (2 jobs in
+    flight per worker), all workers run jobs, a removal while every worker is busy loses no job and
+    runs none twice, the size survives worker and reactor crashes, a reload restores the config."""
+    from test_jobs import job, jobs_server, lines, push_batch, stats
+    from test_services import Conn as PConn, RPCError
+
+    s = jobs_server(reactors=2, jobs_workers=2, pipelines={"p": 1}, consume=("p",))
+    sink, start = os.path.join(s.dir, "sink"), os.path.join(s.dir, "start")
+    with s:
+        assert wait_for(lambda: s.output().count("jobs pool ready") == 2, 15), s.output()
+        c = PConn(s.rpc, timeout=60)
+
+        def jpids():
+            return sorted(w["pid"] for w in c.call("informer.Workers", "jobs", flags=0x08)["workers"])
+
+        def per_reactor_jobs():
+            return sorted(len([p for p in children(r) if "jobs_worker" in cmdline(p)])
+                          for r in s.reactors())
+
+        def pipeline():  # jobs.Stat: 4 = ready (memory driver), 6 = reserved (in flight)
+            st = stats(c)["p"]
+            return st.get(4, 0), st.get(6, 0)
+
+        def run(prefix, n):
+            ids = ["%s%d" % (prefix, i) for i in range(n)]
+            push_batch(c, [job("p", {"sink": sink, "start": start, "sleep_ms": 300}, id=i)
+                           for i in ids])
+            return ids
+
+        http = sorted(w["pid"] for w in c.call("informer.Workers", "http", flags=0x08)["workers"])
+        before = jpids()
+        assert len(before) == 2 and per_reactor_jobs() == [1, 1], (before, per_reactor_jobs())
+        assert c.call("informer.AddWorker", "jobs", flags=0x08) is False
+        now = jpids()
+        assert len(now) == 3 and set(before) < set(now), (before, now)
+        assert per_reactor_jobs() == [1, 2], per_reactor_jobs()
+        assert sorted(w["pid"] for w in c.call("informer.Workers", "http", flags=0x08)["workers"]) == http
+
+        # the broker fills the grown pool: 2 + 4 jobs in flight, and all three run at once
+        ids = run("a", 12)
+        assert wait_for(lambda: pipeline()[1] == 6, 5), pipeline()
+        assert wait_for(lambda: len(lines(sink)) >= 12, 20), len(lines(sink))
+        assert {int(l[1]) for l in lines(start)[:3]} == set(now), lines(start)
+        assert {int(l[2]) for l in lines(sink)} == set(now), lines(sink)
+
+        # the new size survives a jobs worker crash and a reactor crash
+        os.kill(now[-1], signal.SIGKILL)
+        assert wait_for(lambda: len(jpids()) == 3 and now[-1] not in jpids(), 10), jpids()
+        big = [r for r in s.reactors()
+               if len([p for p in children(r) if "jobs_worker" in cmdline(p)]) == 2]
+        assert len(big) == 1, per_reactor_jobs()
+        os.kill(big[0], signal.SIGKILL)
+        assert wait_for(lambda: big[0] not in s.reactors() and len(s.reactors()) == 2
+                        and per_reactor_jobs() == [1, 2], 15), per_reactor_jobs()
+        assert wait_for(lambda: s.output().count("jobs pool ready") == 3, 15)
+        assert wait_for(lambda: len(jpids()) == 3, 10), jpids()
+
+        # a removal while every worker is busy: the busy worker finishes its job and goes; the
+        # broker stops filling its share at once, so 2 + 2 in flight while jobs still wait
+        three = jpids()
+        started = len(lines(start))
+        ids += run("b", 18)
+        assert wait_for(lambda: len(lines(start)) >= started + 3, 5)
+        assert c.call("informer.RemoveWorker", "jobs", flags=0x08) is False
+        after = jpids()
+        assert len(after) == 2 and set(after) < set(three), (three, after)
+        gone = (set(three) - set(after)).pop()
+        assert wait_for(lambda: not cmdline(gone), 5)
+        assert wait_for(lambda: pipeline()[0] > 0 and pipeline()[1] == 4, 5), pipeline()
+        assert wait_for(lambda: len(lines(sink)) >= len(ids), 20), len(lines(sink))
+        time.sleep(0.3)
+        assert sorted(l[0] for l in lines(sink)) == sorted(ids)  # each exactly once
+        assert per_reactor_jobs() == [1, 1], per_reactor_jobs()
+        try:
+            c.call("informer.RemoveWorker", "jobs", flags=0x08)
+            raise AssertionError("removed the last jobs worker of a reactor")
+        except RPCError as e:
+            assert "every reactor has only one" in str(e), e
+
+        # a reload builds the generation from the config again: 2 jobs workers
+        assert c.call("informer.AddWorker", "jobs", flags=0x08) is False
+        assert len(jpids()) == 3
+        s.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload complete" in s.output(), 20), s.output()[-2000:]
+        assert wait_for(lambda: len(jpids()) == 2 and per_reactor_jobs() == [1, 1], 15), jpids()
+        assert s.proc.poll() is None
+        c.close()
+
+
+test_jobs_pool_add_and_remove_while_jobs_run.timeout = 90

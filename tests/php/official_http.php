@@ -19,7 +19,8 @@
  *   /echo                      "POST 123 <sha1> parsed=0": method, body length, sha1, parsed
  *   /split?ms=N                the answer's 12-byte header in one write, the rest N ms later
  *   /split-header?ms=N         even the header in two writes (5 + 7 bytes), N ms apart
- *   /throw500                  the documented loop's catch: respond(500) and then error()
+ *   /throw500?ms=N             the documented loop's catch: respond(500) and then error(),
+ *                              N ms apart (the next task may reach the worker in between)
  *   /throw                     Octane's: error() only
  *   /late400?ms=N              200, then N ms later (idle) an unsolicited 400 data frame
  *   /stop-idle?ms=N            200, then N ms later (idle) the worker's {"stop":true} frame
@@ -27,8 +28,11 @@
  *                              STOP is noticed only while a PONG is awaited (pipes); then
  *                              M = error (uncaught StreamStoppedException, Octane-like loop:
  *                              ERROR frame), 500 (documented loop: respond(500) + error()),
- *                              catch (the library's own empty final frame);
+ *                              catch (the library's own empty final frame), ignore (a
+ *                              library or app that never looks: streams on to the end);
  *                              final_ping=1 sets PING on the final frame too
+ *   /stop-exit                 the first time (no $EXEC_LOG.stopped): {"stop":true} instead of
+ *                              an answer, then exit at once; later: 200 "stop-exit PID"
  *   /counters                  "pings=P pongs=Q stops=S skipped=K" since start
  *   /strheaders                JSON codec: headers as plain strings and lists mixed
  *
@@ -57,6 +61,8 @@ final class StreamStoppedException extends RuntimeException
 
 /** @var array{pings:int,pongs:int,stops:int,skipped:int} */
 $counters = ['pings' => 0, 'pongs' => 0, 'stops' => 0, 'skipped' => 0];
+/** Frames read while streaming that are not PONG/STOP (a PID request): handled afterwards. */
+$queued = [];
 
 function violation(string $what): void
 {
@@ -129,9 +135,9 @@ function wait_frame(): array
  */
 function wait_payload(): ?array
 {
-    global $counters;
+    global $counters, $queued;
     while (true) {
-        $f = wait_frame();
+        $f = $queued !== [] ? array_shift($queued) : wait_frame();
         if ($f['flags'] & F_CONTROL) {
             $cmd = json_decode($f['payload'], true);
             if (!is_array($cmd)) {
@@ -200,7 +206,7 @@ function worker_stop(): void
  */
 function poll_stop(bool &$awaitingPong): bool
 {
-    global $counters;
+    global $counters, $queued;
     $stop = false;
     while ($awaitingPong || !$stop) {
         $r = [STDIN];
@@ -215,6 +221,8 @@ function poll_stop(bool &$awaitingPong): bool
         } elseif ($f['byte10'] & B_STOP) {
             $counters['stops']++;
             $stop = true;
+        } elseif ($f['flags'] & F_CONTROL) {
+            $queued[] = $f; // worker 3.5 keeps it in $payloads; waitPayload handles it later
         } else {
             violation(sprintf('unexpected frame during a stream (flags 0x%02x)', $f['flags']));
         }
@@ -227,7 +235,8 @@ function poll_stop(bool &$awaitingPong): bool
 }
 
 /** roadrunner-http 3.5 respondStream over a generator; the STOP check happens before each chunk. */
-function respond_stream(int $status, Generator $gen, array $headers, bool $finalPing = false): void
+function respond_stream(int $status, Generator $gen, array $headers, bool $finalPing = false,
+    bool $ignoreStop = false): void
 {
     global $counters;
     $sent = 0;
@@ -239,7 +248,7 @@ function respond_stream(int $status, Generator $gen, array $headers, bool $final
 
             return;
         }
-        if ($awaitingPong && poll_stop($awaitingPong)) {
+        if ($awaitingPong && !$ignoreStop && poll_stop($awaitingPong)) {
             $gen->throw(new StreamStoppedException('stream stopped by the server'));
             // a generator that catches it and returns: the library's empty final frame
             send_frame(pack_frame(0, '', [0]));
@@ -379,7 +388,7 @@ while (true) {
                 $mode = (string) ($q['on_stop'] ?? 'error');
                 try {
                     respond_stream(200, chunks((int) ($q['n'] ?? 3), $ms, $mode === 'catch'), $text,
-                        !empty($q['final_ping']));
+                        !empty($q['final_ping']), $mode === 'ignore');
                 } catch (StreamStoppedException $e) {
                     if ($mode === '500') {
                         throw $e; // to the documented loop below
@@ -387,6 +396,15 @@ while (true) {
                     // Octane's loop: Worker::error() with the formatted exception
                     worker_error((string) $e);
                 }
+                break;
+
+            case '/stop-exit':
+                if (!file_exists((string) getenv('EXEC_LOG') . '.stopped')) {
+                    touch((string) getenv('EXEC_LOG') . '.stopped');
+                    worker_stop(); // instead of an answer, and gone at once
+                    exit(0);
+                }
+                respond(200, 'stop-exit ' . getmypid(), $text);
                 break;
 
             case '/counters':
@@ -405,6 +423,7 @@ while (true) {
     } catch (Throwable $e) {
         // RoadRunner's documented worker loop
         respond(500, 'Something Went Wrong!');
+        usleep($ms * 1000); // /throw500?ms=N: a slow (string) $e, the next task already sent
         worker_error((string) $e);
     }
 }

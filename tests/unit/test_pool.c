@@ -444,6 +444,53 @@ static void test_add_and_remove_workers(void)
     stop_pool();
 }
 
+static char *official_argv[] = {"php", "tests/php/official_http.php", NULL};
+static void official_worker(fl_pool_opts_t *o)
+{
+    o->argv = official_argv;
+}
+
+static void submit_pair(req_t *a, req_t *b)
+{
+    fl_pool_submit(pool, &a->t);
+    fl_pool_submit(pool, &b->t);
+    req_t *rs[] = {a, b};
+    CU_ASSERT(run_reqs(rs, 2, 5000));
+}
+
+/* Frames that trail an answer (goridge spec §14 item 3), with the next task already sent to
+ * the worker when they arrive: an ERROR 100 ms after respond(500), a stop 100 ms after an
+ * answer. The PID barrier tells them from the next task's answer: that task gets its own
+ * answer and runs once; the worker that asked to stop goes after it. An ERROR that is the
+ * answer still fails its task. */
+static void test_frames_left_over_from_the_previous_task(void)
+{
+    start_pool(1, official_worker);
+    pid_t pid = get_pid();
+    CU_ASSERT_FATAL(pid > 0);
+    req_t a = {0}, b = {0};
+    req_init(&a, "/throw500", "ms=100");
+    req_init(&b, "/pid", "");
+    submit_pair(&a, &b);
+    CU_ASSERT(a.status == 500 && !a.err);
+    CU_ASSERT(b.status == 200 && !b.err && atoi(b.body) == pid);
+    req_init(&a, "/throw", "");
+    req_init(&b, "/pid", "");
+    submit_pair(&a, &b);
+    CU_ASSERT_PTR_EQUAL(a.err, fl_task_err_worker);
+    CU_ASSERT(b.status == 200 && !b.err && atoi(b.body) == pid);
+    req_init(&a, "/stop-idle", "ms=100");
+    req_init(&b, "/pid", "");
+    submit_pair(&a, &b);
+    CU_ASSERT(a.status == 200 && !a.err);
+    CU_ASSERT(b.status == 200 && !b.err && atoi(b.body) == pid);
+    pid_t next = get_pid();
+    CU_ASSERT(next > 0 && next != pid);
+    fl_buf_free(&a.t.frame);
+    fl_buf_free(&b.t.frame);
+    stop_pool();
+}
+
 static const fl_test_t tests[] = {
     {"transition table and names", test_transition_table},
     {"informer snapshot", test_snapshot},
@@ -452,6 +499,7 @@ static const fl_test_t tests[] = {
     {"debug mode: a fresh worker per task", test_debug_mode_spawns_per_task},
     {"shutdown lets a busy worker finish", test_shutdown_lets_a_busy_worker_finish},
     {"add and remove workers at run time", test_add_and_remove_workers},
+    {"frames left over from the previous task", test_frames_left_over_from_the_previous_task},
     {NULL, NULL},
 };
 
