@@ -1,6 +1,8 @@
 /* The master's RPC server. See rpc.h; framing in protocols/rpc.c; spec §9. */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -453,7 +455,8 @@ static void rpcs_read(fl_rpc_conn_t *c)
             c->dead = true;
             return;
         }
-        ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+        size_t room = c->in.cap - c->in.len;
+        ssize_t n = recv(c->fd, c->in.data + c->in.len, room, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -474,6 +477,10 @@ static void rpcs_read(fl_rpc_conn_t *c)
             c->dead = true;
             return;
         }
+        /* A short read drained the socket: spare the recv that would say EAGAIN (one per call
+         * of a synchronous client; epoll is level-triggered and reports what arrives later). */
+        if ((size_t)n < room)
+            break;
     }
 }
 
@@ -521,6 +528,10 @@ static void rpcs_accept_io(fl_loop_t *loop, int fd, int events, void *data)
         fl_rpc_conn_t *c = s->nconns < s->lim.max_conns ? calloc(1, sizeof(*c)) : NULL;
         if (c) {
             *c = (fl_rpc_conn_t){.s = s, .fd = cfd, .last_progress = fl_now_ms()};
+            /* Replies to pipelined calls leave in separate writes (an async handler answers
+             * later): Nagle would hold one behind the client's delayed ACK. Fails on unix. */
+            int one = 1;
+            setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
             if (fl_io_set(loop, cfd, FL_EV_READ, rpcs_conn_io, c) < 0) {
                 free(c);
                 c = NULL;

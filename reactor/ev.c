@@ -9,6 +9,7 @@
 
 typedef struct {
     int mask;
+    int qmask;   /* what the quiet set watches (quiet_mask of mask, once the set exists) */
     int pending; /* in the batch being dispatched, callback not yet called */
     fl_io_cb cb;
     void *data;
@@ -32,6 +33,7 @@ struct fl_loop {
     fl_timer_id next_id;
     fl_hook_cb before_sleep;
     void *before_sleep_data;
+    bool quiet, has_quiet, quiet_failed; /* waiting on the quiet set; it exists; it broke */
 };
 
 /* While the loop runs a callback, the clock is read once for it and every fl_now_ms() in it
@@ -88,6 +90,29 @@ void fl_loop_free(fl_loop_t *l)
     free(l);
 }
 
+/* The quiet set watches everything but deferrable input. */
+static int quiet_mask(int mask)
+{
+    if (mask & FL_EV_DEFER)
+        mask &= FL_EV_WRITE;
+    return mask & ~FL_EV_DEFER;
+}
+
+/* Mirrors fd's registration into the quiet set. Should that ever fail (no memory for epoll
+ * entries), quiet mode is off for good: a missing fd would be missed while quiet. */
+static void quiet_sync(fl_loop_t *l, int fd)
+{
+    fl_io_t *io = &l->io[fd];
+    int q = quiet_mask(io->mask);
+    if (q == io->qmask || l->quiet_failed)
+        return;
+    if (poll_set_quiet(&l->poll, fd, io->qmask, q) < 0 && q) {
+        l->quiet_failed = true;
+        l->quiet = false;
+    }
+    io->qmask = q;
+}
+
 int fl_io_set(fl_loop_t *l, int fd, int mask, fl_io_cb cb, void *data)
 {
     if (fd < 0 || fd >= l->setsize) {
@@ -98,6 +123,8 @@ int fl_io_set(fl_loop_t *l, int fd, int mask, fl_io_cb cb, void *data)
     if (io->mask != mask && poll_set(&l->poll, fd, io->mask, mask) < 0)
         return -1;
     io->mask = mask;
+    if (l->has_quiet)
+        quiet_sync(l, fd);
     io->cb = cb;
     io->data = data;
     return 0;
@@ -108,6 +135,8 @@ void fl_io_del(fl_loop_t *l, int fd)
     if (fd < 0 || fd >= l->setsize || l->io[fd].mask == 0)
         return;
     poll_set(&l->poll, fd, l->io[fd].mask, 0);
+    if (l->io[fd].qmask)
+        poll_set_quiet(&l->poll, fd, l->io[fd].qmask, 0);
     l->io[fd] = (fl_io_t){0};
 }
 
@@ -200,14 +229,35 @@ void fl_loop_before_sleep(fl_loop_t *l, fl_hook_cb cb, void *data)
     l->before_sleep_data = data;
 }
 
+int fl_loop_quiet(fl_loop_t *l, bool on)
+{
+    if (on && !l->has_quiet && !l->quiet_failed) {
+        if (poll_create_quiet(&l->poll) < 0) {
+            l->quiet_failed = true;
+        } else {
+            l->has_quiet = true;
+            for (int fd = 0; fd < l->setsize; fd++) /* once: what is registered so far */
+                if (l->io[fd].mask)
+                    quiet_sync(l, fd);
+        }
+    }
+    l->quiet = on && !l->quiet_failed;
+    return on && l->quiet_failed ? -1 : 0;
+}
+
 void fl_loop_stop(fl_loop_t *l)
 {
     l->stop = 1;
 }
 
-static void run_timers(fl_loop_t *l)
+/* clocked: a callback of this turn read the clock; that reading will do (a timer it misses by
+ * microseconds fires on the next turn), one clock read fewer per turn. */
+static void run_timers(fl_loop_t *l, bool clocked)
 {
-    now_refresh();
+    if (clocked)
+        now_cached = 1;
+    else
+        now_refresh();
     int64_t now = now_cache;
     while (l->nheap && l->heap[0].when <= now) {
         fl_timer_t t = l->heap[0];
@@ -229,12 +279,14 @@ void fl_loop_run(fl_loop_t *l)
         }
         int timeout = -1;
         if (l->nheap) {
-            int64_t d = l->heap[0].when - clock_ms();
+            /* the clock as read for the hook: a millisecond timer may fire a few µs late */
+            int64_t d = l->heap[0].when - (l->before_sleep ? now_cache : clock_ms());
             timeout = d < 0 ? 0 : (int)(d > 60000 ? 60000 : d);
         }
-        int n = poll_wait(&l->poll, l->setsize, timeout, l->ready_fd, l->ready_mask);
+        int n = poll_wait(&l->poll, l->quiet, l->setsize, timeout, l->ready_fd, l->ready_mask);
         for (int i = 0; i < n; i++)
             l->io[l->ready_fd[i]].pending = 1;
+        bool clocked = false;
         for (int i = 0; i < n; i++) {
             int fd = l->ready_fd[i];
             fl_io_t *io = &l->io[fd];
@@ -243,10 +295,11 @@ void fl_loop_run(fl_loop_t *l)
             int m = l->ready_mask[i] & io->mask;
             if (m && io->cb) {
                 now_refresh();
+                clocked = true;
                 io->cb(l, fd, m, io->data);
             }
         }
         now_cached = 0;
-        run_timers(l);
+        run_timers(l, clocked);
     }
 }

@@ -4,11 +4,13 @@
 #ifndef FL_EV_H
 #define FL_EV_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define FL_EV_READ 1
 #define FL_EV_WRITE 2
 #define FL_EV_EXCLUSIVE 4 /* wake only one of the processes waiting on a shared fd */
+#define FL_EV_DEFER 8     /* with FL_EV_READ: input that may wait while the loop is quiet */
 
 typedef struct fl_loop fl_loop_t;
 typedef void (*fl_io_cb)(fl_loop_t *loop, int fd, int events, void *data);
@@ -33,6 +35,12 @@ int fl_io_pending(fl_loop_t *loop, int fd);
 fl_timer_id fl_timer_add(fl_loop_t *loop, int64_t ms, fl_timer_cb cb, void *data);
 void fl_timer_del(fl_loop_t *loop, fl_timer_id id);
 void fl_loop_before_sleep(fl_loop_t *loop, fl_hook_cb cb, void *data);
+/* Quiet: until it is turned off, the loop waits only for the fds registered without
+ * FL_EV_DEFER (and for FL_EV_WRITE of those with it): a reactor whose workers all have work
+ * queued lets its clients' new requests wait in the kernel instead of waking up for each one to
+ * queue it. Level-triggered: what was deferred is reported once the loop is no longer quiet.
+ * Set from the before-sleep hook; the second epoll set is made on first use (0, or -1). */
+int fl_loop_quiet(fl_loop_t *loop, bool on);
 void fl_loop_run(fl_loop_t *loop);
 void fl_loop_stop(fl_loop_t *loop);
 int64_t fl_now_ms(void); /* monotonic */

@@ -28,6 +28,9 @@
  * sees our answer (nginx's lingering close). */
 #define LINGER_MS 2000
 #define MAX_TRAILERS 16
+/* How long the kernel holds a connection that sends nothing under TCP_DEFER_ACCEPT = 1 s:
+ * until its first SYN-ACK retransmission (TCP_TIMEOUT_INIT). */
+#define FL_DEFER_ACCEPT_MS 1000
 
 enum { BODY_NONE, BODY_RAW, BODY_URLENC, BODY_MULTIPART };
 /* How a response body is delimited. */
@@ -112,6 +115,7 @@ static llhttp_settings_t settings;
 
 static void conn_io(fl_loop_t *loop, int fd, int events, void *data);
 static void conn_process(fl_conn_t *c);
+static void conn_read(fl_conn_t *c);
 static void conn_close(fl_conn_t *c);
 static void conn_arm_timer(fl_conn_t *c);
 
@@ -1248,8 +1252,10 @@ static void set_interest(fl_conn_t *c)
         c->rd_parked = false;
     else if (!c->rd_parked)
         rd = fl_io_mask(c->srv->loop, c->fd) & FL_EV_READ;
-    if (rd || c->tls_wr_wants_read)
-        mask |= FL_EV_READ;
+    if (rd)
+        mask = FL_EV_READ | FL_EV_DEFER; /* new input: may wait while the reactor is saturated */
+    if (c->tls_wr_wants_read)
+        mask = FL_EV_READ; /* ... but not what a TLS write waits for */
     if (!c->lingering && !c->in_flushq && (c->out_off < c->out.len || c->sending_file))
         mask |= FL_EV_WRITE;
     if (!c->lingering && c->tls_rd_wants_write)
@@ -1294,6 +1300,13 @@ static void conn_timeout(fl_conn_t *c)
     conn_close(c); /* a busy worker is cancelled there, uploads removed */
 }
 
+/* Input the loop has not reported: it defers new input while the reactor is saturated. */
+static bool conn_unread_input(const fl_conn_t *c)
+{
+    char b;
+    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) >= 0; /* data, or EOF */
+}
+
 /* One timer per connection, armed lazily: the deadline moves on every read and write, but the
  * timer is only replaced when the deadline comes earlier; when it fires it re-checks. */
 static void conn_timer(fl_loop_t *loop, void *data)
@@ -1304,6 +1317,16 @@ static void conn_timer(fl_loop_t *loop, void *data)
     int64_t d = conn_deadline(c);
     if (!d)
         return;
+    if (fl_now_ms() >= d && !c->lingering && !c->write_blocked && want_read(c) &&
+        conn_unread_input(c)) {
+        /* A read deadline, with input waiting that was deferred: the client did its part. */
+        conn_read(c);
+        if (c->closed)
+            return;
+        d = conn_deadline(c);
+        if (!d)
+            return;
+    }
     if (fl_now_ms() >= d) {
         conn_timeout(c);
         return;
@@ -1625,10 +1648,8 @@ static fl_conn_t *conn_new(void)
     return c;
 }
 
-static void conn_free_later(fl_loop_t *loop, void *data)
+static void conn_free(fl_conn_t *c)
 {
-    FL_UNUSED(loop);
-    fl_conn_t *c = data;
     if (conn_cache_n >= CONN_CACHE_MAX) {
         conn_release(c);
         return;
@@ -1687,10 +1708,22 @@ static void conn_close(fl_conn_t *c)
             }
         }
     }
-    /* Freed from a timer: callers up the stack may still hold c. */
-    fl_timer_add(s->loop, 0, conn_free_later, c);
+    /* Freed after the next flush: callers up the stack may still hold c. Not from a 0 ms
+     * timer: that made the loop poll once more (epoll_wait with no timeout) per connection. */
+    c->next = s->closed;
+    s->closed = c;
     if (s->stopping && s->nconns == 0 && s->on_drained)
         s->on_drained(s, s->data);
+}
+
+/* Called where no connection is on the stack (before the loop sleeps, at exit). */
+static void free_closed(fl_http_server_t *s)
+{
+    while (s->closed) {
+        fl_conn_t *c = s->closed;
+        s->closed = c->next;
+        conn_free(c);
+    }
 }
 
 /* ---- server ---- */
@@ -1751,6 +1784,7 @@ void fl_http_init(fl_http_server_t *s, fl_loop_t *loop, fl_pool_t *pool, const f
 
 void fl_http_free(fl_http_server_t *s)
 {
+    free_closed(s);
     while (conn_cache) {
         fl_conn_t *c = conn_cache;
         conn_cache = c->next;
@@ -1762,6 +1796,21 @@ void fl_http_free(fl_http_server_t *s)
     s->uploads_dir = NULL;
     s->trusted = NULL;
     s->ntrusted = 0;
+}
+
+/* The kernel handed the connection over once its first bytes came (TCP_DEFER_ACCEPT): read
+ * and dispatch them now, in the wake-up that accepted it. The socket joins the epoll set only
+ * when conn_process has something to wait for (usually after the answer, for the next request
+ * on a keep-alive connection): a `Connection: close` request costs no epoll_ctl at all. */
+static void accept_read(fl_conn_t *c)
+{
+    conn_read(c);
+    if (c->closed || c->in.len || c->in_message || c->complete || c->nreqs || c->eof)
+        return;
+    /* Nothing came: the kernel gives up deferring after one SYN-ACK retransmission (1 s), so
+     * the connection is that old already; the header timeout counts from the connect. */
+    c->idle_since -= FL_DEFER_ACCEPT_MS;
+    conn_arm_timer(c);
 }
 
 void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, socklen_t salen,
@@ -1792,6 +1841,10 @@ void fl_http_accept(fl_http_server_t *s, int fd, const struct sockaddr *sa, sock
     s->conns = c;
     s->nconns++;
     c->idle_since = fl_now_ms();
+    if (s->defer_accept && !c->ssl) {
+        accept_read(c);
+        return;
+    }
     if (fl_io_set(s->loop, fd, FL_EV_READ, conn_io, c) < 0) {
         conn_close(c);
         return;
@@ -1807,6 +1860,7 @@ void fl_http_flush(fl_http_server_t *s)
         c->in_flushq = false;
         conn_flush(c);
     }
+    free_closed(s);
 }
 
 void fl_http_drain(fl_http_server_t *s)

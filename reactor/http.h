@@ -53,9 +53,13 @@ typedef struct fl_http_server {
     fl_http_opts_t o;
     fl_conn_t *conns;   /* all open connections */
     fl_conn_t *flushq;  /* connections with output queued since the last flush */
+    fl_conn_t *closed;  /* closed this loop turn: freed at the end of the next flush */
     unsigned nconns;
     unsigned inflight;  /* requests handed to the pool, not answered yet */
     bool stopping;
+    /* The listener has TCP_DEFER_ACCEPT (set by the reactor): a new connection's request is read
+     * at once, and its socket only joins the epoll set when there is something to wait for. */
+    bool defer_accept;
     int64_t drain_ms;         /* when draining began */
     fl_upload_conf_t uploads; /* from the opts, dir made absolute */
     char *uploads_dir;

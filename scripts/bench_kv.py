@@ -10,13 +10,20 @@ getMultiple([k]) / mget([k]): two synchronous round trips. The 2 PHP processes r
 sum of their ops over the run is reported. The cost ratio is direct ops/s / RPC ops/s (the bar:
 the RPC path costs no more than 1.5x the direct one).
 
-  python3 scripts/bench_kv.py [--seconds 5] [--procs 2] [--value-size 100] [--rounds 1]
+Each round runs the three paths one after the other (so load from others hits all of them alike);
+the median over rounds is shown. Beside wall-clock ops/s, the CPU time per op (utime+stime of the
+PHP processes, the forkline master and redis-server over the run) is shown: it is much less
+sensitive to a shared box than wall time.
+
+  python3 scripts/bench_kv.py [--seconds 5] [--procs 2] [--value-size 100] [--rounds 3]
 
 redis-server and forkline are started here on free 127.0.0.1 ports and stopped by pid.
 """
 import argparse
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,13 +86,26 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run(mode, target, args, script):
+def cpu_seconds(pid):
+    """utime+stime of a live process from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(mode, target, args, script, master, redis):
+    """ops/s summed over the PHP processes, and CPU us per op: (php, master, redis-server)."""
     env = dict(os.environ, FL_ROOT=ROOT)
+    m0, r0 = cpu_seconds(master), cpu_seconds(redis)
+    # the PHP processes are the only children reaped during the run (start-up and warm-up are
+    # included: a small overcount)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs = [subprocess.Popen(["php", script, mode, str(target), str(args.seconds),
                                str(args.value_size), str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for i in range(args.procs)]
     total = 0.0
+    ops = 0
     for p in procs:
         out, err = p.communicate(timeout=args.seconds + 60)
         if p.returncode != 0:
@@ -94,7 +114,11 @@ def run(mode, target, args, script):
         if int(bad):
             raise SystemExit("php %s: %s wrong answers" % (mode, bad))
         total += int(n) / float(took)
-    return total
+        ops += int(n)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m1, r1 = cpu_seconds(master), cpu_seconds(redis)
+    php_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    return total, tuple(x * 1e6 / ops for x in (php_cpu, m1 - m0, r1 - r0))
 
 
 def main():
@@ -102,7 +126,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--value-size", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     if subprocess.run(["php", "-r", "exit(extension_loaded('redis') ? 0 : 1);"]).returncode:
         raise SystemExit("phpredis is missing: apt-get install php8.2-redis")
@@ -120,29 +144,37 @@ def main():
     script = os.path.join(srv.dir, "bench_kv.php")
     with open(script, "w") as f:
         f.write(PHP)
-    results = {"RPC memory": [], "RPC redis": [], "direct phpredis": []}
+    paths = (("direct phpredis", "direct", redis.port), ("RPC memory", "mem", rpc),
+             ("RPC redis", "red", rpc))
+    results = {name: [] for name, _, _ in paths}
     try:
         with srv:
             for _ in range(args.rounds):
-                results["direct phpredis"].append(run("direct", redis.port, args, script))
-                results["RPC memory"].append(run("mem", rpc, args, script))
-                results["RPC redis"].append(run("red", rpc, args, script))
+                for name, mode, target in paths:
+                    results[name].append(run(mode, target, args, script, srv.proc.pid,
+                                             redis.proc.pid))
     finally:
         redis.stop()
 
-    best = {k: max(v) for k, v in results.items()}
-    print("kv Set+MGet (2 round trips per op), %d PHP processes, %.0f s per run, value %d B, "
-          "%d round(s), best shown; %d CPUs, load before: %s"
+    print("kv Set+MGet (2 round trips per op), %d PHP processes, %g s per run, value %d B, "
+          "median of %d round(s); %d CPUs, load before: %s"
           % (args.procs, args.seconds, args.value_size, args.rounds, os.cpu_count(),
              " ".join("%.2f" % x for x in load)))
-    print("%-18s %12s %14s" % ("path", "ops/s", "us per op"))
-    for k, v in best.items():
-        print("%-18s %12.0f %14.1f" % (k, v, args.procs * 1e6 / v))
-    d = best["direct phpredis"]
-    for k in ("RPC memory", "RPC redis"):
-        ratio = d / best[k]
-        print("cost %-13s %.2fx the direct path (bar 1.5x: %s)"
-              % (k, ratio, "met" if ratio <= 1.5 else "NOT met"))
+    print("%-16s %8s %10s  %6s %6s %6s   %6s  %s" % ("path", "ops/s", "wall us/op", "CPU us/op: php",
+                                                    "master", "redis", "total", "(ops/s by round)"))
+    med = {}
+    for name, runs in results.items():
+        ops = statistics.median(r[0] for r in runs)
+        cpu = [statistics.median(r[1][i] for r in runs) for i in range(3)]
+        med[name] = (ops, sum(cpu))
+        print("%-16s %8.0f %10.1f  %14.1f %6.1f %6.1f = %6.1f  (%s)"
+              % (name, ops, args.procs * 1e6 / ops, cpu[0], cpu[1], cpu[2], sum(cpu),
+                 " ".join("%.0f" % r[0] for r in runs)))
+    d_ops, d_cpu = med["direct phpredis"]
+    for name in ("RPC memory", "RPC redis"):
+        ratio = d_ops / med[name][0]
+        print("cost %-11s %.2fx the direct path in wall time (bar 1.5x: %s), %.2fx in CPU per op"
+              % (name, ratio, "met" if ratio <= 1.5 else "NOT met", med[name][1] / d_cpu))
 
 
 if __name__ == "__main__":

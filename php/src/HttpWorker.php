@@ -30,6 +30,18 @@ final class HttpWorker
 
     private ?int $codec = null;
 
+    /**
+     * The last response context and what it was built from. A worker mostly
+     * answers with the same status and headers, so respond() reuses the bytes
+     * when both (and the codec) are identical. Only headers made of scalars
+     * and arrays are cached: a \Stringable may render differently next time.
+     */
+    private ?int $lastStatus = null;
+    private ?int $lastCodec = null;
+    /** @var array<array-key, mixed> */
+    private array $lastHeaders = [];
+    private string $lastContext = '';
+
     public function __construct(private readonly Worker $worker)
     {
     }
@@ -67,7 +79,7 @@ final class HttpWorker
     public function waitRequest(): ?Request
     {
         $payload = $this->worker->waitPayload();
-        if ($payload === null || $payload->isEmpty()) {
+        if ($payload === null || ($payload->context === '' && $payload->body === '')) {
             return null;
         }
 
@@ -84,7 +96,7 @@ final class HttpWorker
             return Request::fromContext($ctx, $payload->body, false);
         }
 
-        return Request::fromContext(Proto::decodeRequest($payload->context), $payload->body, true);
+        return Request::fromProto($payload->context, $payload->body);
     }
 
     /**
@@ -98,7 +110,20 @@ final class HttpWorker
         if ($status < 200 && $status >= 100 && $body !== '') {
             throw new \InvalidArgumentException("a $status response cannot carry a body");
         }
-        $this->sendFrame($status, $body, self::normalizeHeaders($headers), $endOfStream, false);
+        $codec = $this->codec ?? self::CODEC_PROTO;
+        if ($status === $this->lastStatus && $codec === $this->lastCodec && $headers === $this->lastHeaders) {
+            $context = $this->lastContext;
+        } else {
+            $plain = true;
+            $context = $this->encodeContext($status, self::normalize($headers, $plain));
+            if ($plain) {
+                $this->lastStatus = $status;
+                $this->lastCodec = $codec;
+                $this->lastHeaders = $headers;
+                $this->lastContext = $context;
+            }
+        }
+        $this->worker->sendData($context, $body, $codec, $endOfStream ? 0 : Frame::STREAM);
     }
 
     /**
@@ -162,6 +187,19 @@ final class HttpWorker
      */
     public static function normalizeHeaders(array $headers): array
     {
+        $plain = true;
+
+        return self::normalize($headers, $plain);
+    }
+
+    /**
+     * normalizeHeaders(); $plain is cleared when an object was converted.
+     *
+     * @param array<array-key, mixed> $headers
+     * @return array<string, list<string>>
+     */
+    private static function normalize(array $headers, bool &$plain): array
+    {
         $out = [];
         foreach ($headers as $name => $values) {
             $list = [];
@@ -174,6 +212,9 @@ final class HttpWorker
                     $list[] = $v ? '1' : '0';
                 } elseif ($v instanceof \Stringable) {
                     $list[] = (string) $v;
+                    $plain = false;
+                } elseif (is_object($v)) {
+                    $plain = false; // dropped, but compared by identity: do not cache
                 }
             }
             $out[(string) $name] = $list;

@@ -108,23 +108,54 @@ final class Relay
         return $this->address;
     }
 
-    /** Read the next complete frame; blocks until it is there. */
+    /**
+     * Read the next complete frame; blocks until it is there.
+     *
+     * This runs once per request, so it avoids the generic helpers: one fread()
+     * for the header, one unpack(), the CRC check, one fread() for options and
+     * payload together (the stream's read buffer usually holds the whole frame
+     * after the first read, so that is one read(2) per frame). readExact() only
+     * takes over after a short read (socket relays, large payloads, EOF).
+     */
     public function waitFrame(): Frame
     {
-        $this->connect();
-        $header = $this->readExact(Frame::HEADER_SIZE, true);
-        $h = Frame::decodeHeader($header);
-        if ($this->verifyCrc && !$h['crcValid']) {
+        if ($this->in === null) {
+            $this->connect();
+        }
+        $header = @fread($this->in, Frame::HEADER_SIZE);
+        if ($header === false || strlen($header) !== Frame::HEADER_SIZE) {
+            $header = $this->readExact(Frame::HEADER_SIZE, true, (string) $header);
+        }
+        /** @var array{b:int, f:int, l:int, c:int, s:int} $h */
+        $h = unpack('Cb/Cf/Vl/Vc/Cs', $header);
+        $hl = $h['b'] & 0x0F;
+        if ($hl < 3 || $hl > 3 + Frame::MAX_OPTIONS) {
+            throw new ProtocolException("invalid header length HL=$hl");
+        }
+        if ($this->verifyCrc && crc32(substr($header, 0, 6)) !== $h['c']) {
             throw new ProtocolException(sprintf(
                 'header CRC mismatch on received frame: got 0x%08x, expected 0x%08x (header %s)',
-                $h['crc'],
+                $h['c'],
                 crc32(substr($header, 0, 6)),
                 bin2hex($header),
             ));
         }
-        $rest = $this->readExact($h['optionsSize'] + $h['length'], false);
+        $optSize = 4 * ($hl - 3);
+        $size = $optSize + $h['l'];
+        if ($size === 0) {
+            return new Frame('', [], $h['f'], $h['s']);
+        }
+        $rest = @fread($this->in, $size);
+        if ($rest === false || strlen($rest) !== $size) {
+            $rest = $this->readExact($size, false, (string) $rest);
+        }
+        if ($optSize === 4) {
+            // data frames: exactly one option, the context length (spec §4)
+            return new Frame(substr($rest, 4), [unpack('V', $rest)[1]], $h['f'], $h['s']);
+        }
+        $options = $optSize > 0 ? array_values(unpack('V*', substr($rest, 0, $optSize))) : [];
 
-        return Frame::fromParts($h, $rest);
+        return new Frame($optSize > 0 ? substr($rest, $optSize) : $rest, $options, $h['f'], $h['s']);
     }
 
     /** Send one frame with a single write. */
@@ -139,9 +170,19 @@ final class Relay
      */
     public function sendRaw(string $bytes): void
     {
-        $this->connect();
+        if ($this->out === null) {
+            $this->connect();
+        }
         $len = strlen($bytes);
-        $done = 0;
+        $done = @fwrite($this->out, $bytes);
+        if ($done === $len) {
+            fflush($this->out); // no system call on pipes and sockets; user-space wrappers may buffer
+            return;
+        }
+        if ($done === false || $done === 0) {
+            $err = error_get_last()['message'] ?? 'unknown error';
+            throw new RelayException("relay write failed after 0 of $len bytes: $err");
+        }
         while ($done < $len) {
             $n = @fwrite($this->out, $done === 0 ? $bytes : substr($bytes, $done));
             if ($n === false || $n === 0) {
@@ -201,7 +242,8 @@ final class Relay
             if ($sock !== false) {
                 stream_set_blocking($sock, true);
                 stream_set_timeout($sock, 86400 * 365);
-                stream_set_read_buffer($sock, 0);
+                // the read buffer stays on (like STDIN's): one recv() usually brings a whole
+                // frame, where an unbuffered stream needs one for the header and one for the rest
                 stream_set_write_buffer($sock, 0);
                 $this->in = $this->out = $sock;
 
@@ -217,10 +259,10 @@ final class Relay
      *
      * @param bool $atBoundary nothing of the current frame has been read yet
      *                         (a clean EOF here is reported as RelayException::CLOSED)
+     * @param string $buf bytes of these $n already read
      */
-    private function readExact(int $n, bool $atBoundary): string
+    private function readExact(int $n, bool $atBoundary, string $buf = ''): string
     {
-        $buf = '';
         while (strlen($buf) < $n) {
             $chunk = @fread($this->in, $n - strlen($buf));
             if ($chunk === false) {

@@ -234,3 +234,99 @@ def test_laravel_memory_flat_across_requests():
 
 
 test_laravel_memory_flat_across_requests.timeout = 90
+
+
+# In-process checks of the bridge's parts against what php-fpm's Request::capture() gives and
+# against the state a fresh process starts with (real Laravel, booted through the bridge).
+PARITY = r"""<?php
+declare(strict_types=1);
+require %(root)s . '/php/src/autoload.php';
+require %(app)s . '/bootstrap/autoload.php';
+use Forkline\Http\Request as FR;
+use Forkline\Laravel\{Bridge, RequestFactory, ResponseSender};
+use Illuminate\Http\Request;
+use Symfony\Component\HttpFoundation\Request as SymfonyRequest;
+$fail = [];
+$check = function (bool $ok, string $what) use (&$fail) { if (!$ok) { $fail[] = $what; } };
+$in = fopen('php://temp', 'w+b');
+$http = new Forkline\HttpWorker(new Forkline\Worker(Forkline\Relay::fromStreams($in, fopen('php://temp', 'w+b'))));
+$bridge = Bridge::boot(%(app)s, $http);
+$app = $bridge->application();
+$factory = new RequestFactory($app->publicPath());
+$cases = [
+    ['GET', '/web?q=1&a[]=x', '', ''],
+    ['HEAD', '/?q=2', '', ''],
+    ['POST', '/form?q=3', 'application/x-www-form-urlencoded', 'p=4&q=5'],
+    ['POST', '/api?q=6', 'application/json', '{"j":7}'],
+];
+foreach ($cases as [$method, $target, $ctype, $body]) {
+    $q = (string) parse_url($target, PHP_URL_QUERY);
+    parse_str($q, $query);
+    $headers = ['User-Agent' => ['t'], 'Cookie' => ['c=v']];
+    if ($ctype !== '') { $headers['Content-Type'] = [$ctype]; }
+    $ours = $factory->make(new FR('10.0.0.9', 'HTTP/1.1', $method, 'http://example.test:8080' . $target,
+        $headers, ['c' => 'v'], $q, $query, $body));
+    $server = ['REMOTE_ADDR' => '10.0.0.9', 'HTTP_USER_AGENT' => 't', 'HTTP_COOKIE' => 'c=v'];
+    if ($ctype !== '') { $server['CONTENT_TYPE'] = $ctype; }
+    $post = [];
+    if (str_contains($ctype, 'urlencoded')) { parse_str($body, $post); }
+    $sym = SymfonyRequest::create('http://example.test:8080' . $target, $method, $post, ['c' => 'v'], [], $server, $body);
+    if ($method === 'POST') { $sym->request = new Symfony\Component\HttpFoundation\InputBag($post); }
+    $fpm = Request::createFromBase($sym);
+    $tag = "$method $target";
+    $check(($ours->request === $ours->query) === ($fpm->request === $fpm->query), "$tag: input source bag");
+    foreach (['all', 'input', 'post', 'query', 'fullUrl', 'path', 'ip', 'getHost', 'getPort', 'isJson', 'method', 'cookie'] as $m) {
+        $check($ours->$m() === $fpm->$m(), "$tag: $m() " . json_encode($ours->$m()) . ' vs ' . json_encode($fpm->$m()));
+    }
+}
+
+// Sandbox: configuration changed by a request comes back, in the same repository object.
+$sandbox = $bridge->sandbox();
+$config = $app['config'];
+$sandbox->prepare();
+config(['app.name' => 'changed by a request']);
+$check(config('app.name') === 'changed by a request', 'config() works during a request');
+$sandbox->reset();
+$check(config('app.name') !== 'changed by a request' && $app['config'] === $config, 'config restored');
+
+// Session store: a used store gets a fresh id and no data; an unused one keeps its fresh id.
+$store = $app['session']->driver();
+$sandbox->prepare();
+$store->start();
+$store->put('secret', 'alice');
+$used = $store->getId();
+$sandbox->reset();
+$check($store->all() === [] && $store->getId() !== $used && !$store->isStarted(), 'used session reset');
+$fresh = $store->getId();
+$sandbox->prepare();
+$sandbox->reset();
+$check($store->getId() === $fresh && $store->all() === [], 'unused session kept its fresh id');
+$sandbox->prepare();
+$store->setId($fresh);
+$store->put('k', 'v');
+$sandbox->reset();
+$check($store->getId() !== $fresh && $store->all() === [], 'session with data reset');
+
+// Response headers: as Symfony lists them, each cookie once, names as written.
+$response = new Illuminate\Http\Response('x', 200, ['X-Custom' => 'a', 'content-type' => 'text/plain']);
+$response->headers->set('X-Multi', ['1', '2']);
+$response->withCookie(cookie('one', 'v1', 10));
+$response->withCookie(cookie('two', 'v2'));
+$expect = $response->headers->allPreserveCaseWithoutCookies();
+foreach ($response->headers->getCookies() as $c) { $expect['Set-Cookie'][] = (string) $c; }
+$check(ResponseSender::headers($response) === $expect, 'headers: ' . json_encode(ResponseSender::headers($response)));
+echo $fail === [] ? "OK\n" : implode("\n", $fail) . "\n";
+"""
+
+
+def test_laravel_bridge_parity_in_process():
+    setup_app()
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".php", delete=False) as f:
+        f.write(PARITY % {"root": repr(ROOT), "app": repr(APP)})
+    try:
+        r = subprocess.run(["php", f.name], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, LOG_CHANNEL="stderr"))
+    finally:
+        os.unlink(f.name)
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr

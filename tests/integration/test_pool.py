@@ -132,7 +132,9 @@ def test_octane_error_then_stop_runs_each_request_once():
     with Server(yaml=yaml) as s:
         assert s.get("/a").status == 200
         tb, rb = in_thread(lambda: s.get("/b"))
-        time.sleep(0.05)  # /b failed with ERROR; its stop frame comes 150 ms later
+        # /c must go out only once the worker has /b (a loaded box can delay the thread past any
+        # fixed sleep); /b fails with ERROR and its stop frame comes 150 ms later
+        wait_for(lambda: os.path.exists(log) and "/b" in open(log).read(), timeout=10)
         tc, rc = in_thread(lambda: s.get("/c"))
         tb.join(10)
         tc.join(10)
@@ -165,8 +167,13 @@ def test_no_free_worker_within_allocate_timeout():
 
 def test_max_queue_size_answers_at_once():
     with behave(pool="    max_queue_size: 1\n") as s:
-        conns = [s.connect() for _ in range(3)]  # accepted while the pool is idle
+        conns = [s.connect() for _ in range(3)]
         try:
+            # accepted while the pool is idle: a first request each (the listener defers a
+            # connection until its first bytes come, TCP_DEFER_ACCEPT)
+            for c in conns:
+                c.sendall(raw_request("GET", "/pid"))
+                assert Reader(c).read().status == 200
             conns[0].sendall(raw_request("GET", "/sleep?ms=1500"))
             time.sleep(0.2)
             conns[1].sendall(raw_request("GET", "/pid"))  # waits in the queue

@@ -49,6 +49,10 @@ check('get', $cache->get('a') === ['x' => 1, 'y' => [true, null]], $cache->get('
 $bin = "\x00\xff\r\n binary \x00";
 $cache->set('bin', $bin);
 check('binary value', $cache->get('bin') === $bin);
+// lengths of 128 and more take a multi-byte varint (keys, values, the item around them)
+$long = str_repeat('k', 200);
+$cache->set($long, str_repeat('v', 300));
+check('long key and value', $cache->get($long) === str_repeat('v', 300) && $cache->has($long));
 check('missing gives the default', $cache->get('missing', 'dflt') === 'dflt');
 check('has', $cache->has('a') && !$cache->has('missing'));
 $cache->set('f', false);

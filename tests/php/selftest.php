@@ -17,6 +17,7 @@ require __DIR__ . '/../../php/src/autoload.php';
 
 use Forkline\Frame;
 use Forkline\Http\Proto;
+use Forkline\Http\Request;
 use Forkline\HttpWorker;
 use Forkline\Payload;
 use Forkline\ProtocolException;
@@ -440,6 +441,139 @@ while ($bytes !== '') {
 check('stream STOP: respondStream() returns false', $done === false);
 checkEq('stream STOP: two chunks then a final frame', [1, 1, 0], array_map(fn (Frame $f) => $f->stream, $frames));
 check('stream STOP: final frame has empty body', isset($frames[2]) && Worker::payloadOf($frames[2])->body === '');
+
+// ---------------------------------------------------------------- fast paths (issue 9)
+
+// Request::fromProto(): maps decoded on first read, fields identical to the eager decode
+$bctx = Proto::encodeRequest([
+    'remoteAddr' => '10.1.2.3', 'protocol' => 'HTTP/2.0', 'method' => 'POST', 'uri' => 'http://h/p/q?x=1&y[]=2',
+    'headers' => ['Accept' => ['*/*'], 'X-Multi' => ['a', 'b'], '123' => ['numeric name']],
+    'cookies' => ['sid' => ['a b'], 'two' => ['1', '2']], 'rawQuery' => 'x=1&y[]=2', 'parsed' => true,
+    'uploads' => '{"f":{"name":"a.png","tmpName":"/tmp/u1"}}', 'attributes' => ['ipAddress' => ['10.0.0.9', 'x']],
+]);
+$lazy = Request::fromProto($bctx, '{"k":[1,2]}');
+$eager = Request::fromContext(Proto::decodeRequest($bctx), '{"k":[1,2]}', true);
+$fields = ['remoteAddr', 'protocol', 'method', 'uri', 'headers', 'cookies', 'rawQuery', 'query', 'body', 'parsed', 'parsedBody', 'uploads', 'attributes'];
+$same = true;
+foreach ($fields as $name) {
+    $same = $same && $lazy->$name === $eager->$name;
+}
+check('lazy request: every field equals the eager decode', $same);
+$expected = new Request('10.1.2.3', 'HTTP/2.0', 'POST', 'http://h/p/q?x=1&y[]=2',
+    ['Accept' => ['*/*'], 'X-Multi' => ['a', 'b'], '123' => ['numeric name']], ['sid' => 'a b', 'two' => '1,2'],
+    'x=1&y[]=2', ['x' => '1', 'y' => ['2']], '{"k":[1,2]}', true, ['k' => [1, 2]],
+    ['f' => ['name' => 'a.png', 'tmpName' => '/tmp/u1']], ['ipAddress' => '10.0.0.9']);
+$same = true;
+foreach ($fields as $name) {
+    $same = $same && $eager->$name === $expected->$name;
+}
+check('lazy request: equals a constructed Request', $same);
+$lazy = Request::fromProto($bctx, '');
+check('lazy request: isset/empty before the first read', isset($lazy->headers, $lazy->cookies['sid'], $lazy->query['x'])
+    && !isset($lazy->cookies['nope']) && !empty($lazy->attributes) && !empty($lazy->uploads)
+    && isset($lazy->parsedBody) && $lazy->parsedBody === [] && $lazy->header('x-multi') === 'a');
+$noBody = Request::fromProto(Proto::encodeRequest(['method' => 'GET']), '');
+check('lazy request: parsedBody null and not set when not parsed', !isset($noBody->parsedBody) && $noBody->parsedBody === null
+    && $noBody->query === [] && $noBody->headers === [] && $noBody->uploads === []);
+checkThrows('lazy request: fields stay readonly before the first read', \Error::class, function () use ($noBody): void {
+    $noBody->query = ['x' => 1];
+});
+checkThrows('lazy request: fields stay readonly after the first read', \Error::class, function () use ($lazy): void {
+    $lazy->headers = [];
+});
+ob_start();
+var_dump(Request::fromProto($bctx, ''));
+$dump = (string) ob_get_clean();
+check('lazy request: var_dump shows the lazy fields', str_contains($dump, '["cookies"]') && str_contains($dump, 'numeric name'));
+$warned = '';
+set_error_handler(static function (int $no, string $msg) use (&$warned): bool { $warned = $msg; return true; });
+$undef = $lazy->nope;
+restore_error_handler();
+check('lazy request: an undefined property warns and reads null', $undef === null && str_contains($warned, 'Undefined property'));
+checkThrows('lazy request: broken maps are still rejected on first read', ProtocolException::class,
+    fn () => Request::fromProto("\x2a\x05\x0a\x09ab", '')->headers);
+checkThrows('decodeRequest without maps still checks map lengths', ProtocolException::class,
+    fn () => Proto::decodeRequest("\x2a\x09\x0a", false));
+checkEq('decodeRequest without maps: scalars only', ['GET', []], (function () use ($bctx): array {
+    $r = Proto::decodeRequest(Proto::encodeRequest(['method' => 'GET', 'headers' => ['A' => ['b']]]), false);
+    return [$r['method'], $r['headers']];
+})());
+// JSON codec requests are lazy too
+$j = Request::fromContext(['uri' => '/x', 'headers' => ['A' => 'b', 'N' => [1, true]], 'cookies' => ['c' => 'v'],
+    'attributes' => ['k' => ['x']], 'uploads' => null, 'rawQuery' => 'a=1'], '', false);
+check('JSON request fields (scalars wrapped, attributes kept as given)', $j->headers === ['A' => ['b'], 'N' => ['1', '1']]
+    && $j->cookies === ['c' => 'v'] && $j->attributes === ['k' => ['x']] && $j->uploads === [] && $j->query === ['a' => '1']);
+
+// lenField: the one-byte fast path writes what the generic varint path writes
+$ok = true;
+foreach ([[1, ''], [2, str_repeat('x', 127)], [15, 'v'], [16, 'v'], [2, str_repeat('y', 128)], [0, 'z']] as [$no, $v]) {
+    $ok = $ok && Proto::lenField($no, $v) === Proto::varint(($no << 3) | 2) . Proto::varint(strlen($v)) . $v;
+}
+check('lenField fast path = tag . varint(len) . bytes', $ok);
+
+// long strings and non-canonical (multi-byte) tags still decode
+$longUa = str_repeat('u', 300);
+$nc = "\x9a\x00" . Proto::varint(3) . 'GET'   // field 3 with a two-byte tag
+    . Proto::lenField(5, "\x8a\x00" . Proto::varint(2) . 'Ua' . Proto::lenField(2, Proto::lenField(1, $longUa)));
+$d = Proto::decodeRequest($nc);
+check('proto: multi-byte tags and 2-byte lengths', $d['method'] === 'GET' && $d['headers'] === ['Ua' => [$longUa]]);
+
+// response context cache: same status+headers reuse the bytes; a Stringable is never cached
+final class Counter implements \Stringable
+{
+    private int $n = 0;
+
+    public function __toString(): string
+    {
+        return (string) ++$this->n;
+    }
+}
+[$relay, , $out] = memRelay();
+$http = new HttpWorker(new Worker($relay));
+$http->respond(200, 'hello', ['Content-Type' => 'text/plain']);
+$http->respond(200, 'hello', ['Content-Type' => 'text/plain']);
+checkBytes('cached response context: identical frames', $vResp . $vResp, written($out));
+ftruncate($out, 0);
+rewind($out);
+$c = new Counter();
+$http->respond(200, '', ['X-N' => $c]);
+$http->respond(200, '', ['X-N' => $c]);
+$http->respond(201, '', ['X-N' => 'a']);
+$http->respond(201, '', ['X-N' => ['a']]);
+$bytes = written($out);
+$ctxs = [];
+while ($bytes !== '') {
+    $ctxs[] = Proto::decodeResponse(Worker::payloadOf(Frame::decode($bytes, true, $used))->context);
+    $bytes = substr($bytes, $used);
+}
+checkEq('response cache: Stringable re-rendered, status/header changes seen', [
+    ['status' => 200, 'headers' => ['X-N' => ['1']]], ['status' => 200, 'headers' => ['X-N' => ['2']]],
+    ['status' => 201, 'headers' => ['X-N' => ['a']]], ['status' => 201, 'headers' => ['X-N' => ['a']]],
+], $ctxs);
+
+// sendData: header cache keyed on sizes, flags and stream byte
+[$relay, , $out] = memRelay();
+$w = new Worker($relay);
+$w->sendData('ab', 'cd', 0x80, 0);
+$w->sendData('ab', 'cd', 0x80, Frame::STREAM);
+$w->sendData('abc', 'd', 0x80, Frame::STREAM);
+$w->sendData('abc', 'd', 0x81, Frame::STREAM);
+checkBytes('sendData = Frame::encode for each change', (new Frame('abcd', [2], 0x80))->encode()
+    . (new Frame('abcd', [2], 0x80, Frame::STREAM))->encode() . (new Frame('abcd', [3], 0x80, Frame::STREAM))->encode()
+    . (new Frame('abcd', [3], 0x80, Frame::STREAM))->encode(), written($out));
+
+// relay: frames with 0 and 2 options, empty payloads, back to back
+[$relay] = memRelay((new Frame('', [], 0, Frame::PONG))->encode() . (new Frame('xy', [7, 8], 0x10))->encode()
+    . (new Frame('', [0]))->encode());
+$f1 = $relay->waitFrame();
+$f2 = $relay->waitFrame();
+$f3 = $relay->waitFrame();
+check('relay: 0/2/1-option frames', $f1->stream === Frame::PONG && $f1->payload === '' && $f1->options === []
+    && $f2->options === [7, 8] && $f2->payload === 'xy' && $f2->flags === 0x10 && $f3->options === [0] && $f3->payload === '');
+$badHl = (new Frame('x', [1]))->encode();
+$badHl[0] = "\x12";
+[$relay] = memRelay($badHl);
+checkThrows('relay rejects HL < 3', ProtocolException::class, fn () => $relay->waitFrame());
 
 // ---------------------------------------------------------------- relay DSN
 

@@ -1,4 +1,6 @@
 /* Event loop: timers fire in deadline order, deleted timers never fire, fd events dispatch. */
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "fl.h"
@@ -126,10 +128,10 @@ static void test_deleted_timers_never_fire(void)
             }
         }
         if (n % 500 == 0)
-            run_timers(l);
+            run_timers(l, false);
     }
     usleep(30000);
-    run_timers(l);
+    run_timers(l, false);
     CU_ASSERT_EQUAL(fired_deleted, 0);
     CU_ASSERT_EQUAL(fired_twice, 0);
     for (size_t i = 0; i < n; i++)
@@ -190,7 +192,83 @@ static void test_io_pending_and_forget(void)
     fl_loop_free(l);
 }
 
+/* Quiet mode: the loop waits only for fds registered without FL_EV_DEFER, and for the write
+ * side of those with it; deferred input is reported once quiet ends (level-triggered). Fds
+ * registered before the quiet set existed are mirrored into it, deleted ones leave it. */
+static int q_calls[3], q_events[3];
+
+static void on_quiet(fl_loop_t *l, int fd, int events, void *data)
+{
+    int k = (int)(intptr_t)data;
+    q_calls[k]++;
+    q_events[k] = events;
+    char buf[8];
+    if (events & FL_EV_READ)
+        CU_ASSERT(read(fd, buf, sizeof(buf)) > 0);
+    if (k == 2 && (events & FL_EV_WRITE))
+        fl_io_set(l, fd, FL_EV_READ | FL_EV_DEFER, on_quiet, data); /* written: read only */
+    fl_loop_stop(l);
+}
+
+static void q_stop(fl_loop_t *l, void *data)
+{
+    FL_UNUSED(data);
+    fl_loop_stop(l);
+}
+
+/* One run, bounded: a callback stops it, or the timer does. */
+static void q_run(fl_loop_t *l)
+{
+    fl_timer_id t = fl_timer_add(l, 500, q_stop, NULL);
+    fl_loop_run(l);
+    fl_timer_del(l, t);
+}
+
+static void test_quiet_defers_input(void)
+{
+    fl_loop_t *l = fl_loop_new(64);
+    int plain[2], deferred[2], sp[2], gone[2];
+    CU_ASSERT_EQUAL(pipe(plain), 0);
+    CU_ASSERT_EQUAL(pipe(deferred), 0);
+    CU_ASSERT_EQUAL(pipe(gone), 0);
+    CU_ASSERT_EQUAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    memset(q_calls, 0, sizeof(q_calls));
+    /* registered before the quiet set exists */
+    CU_ASSERT_EQUAL(fl_io_set(l, deferred[0], FL_EV_READ | FL_EV_DEFER, on_quiet, (void *)1), 0);
+    CU_ASSERT_EQUAL(fl_io_set(l, gone[0], FL_EV_READ, on_quiet, (void *)0), 0);
+    CU_ASSERT_EQUAL(fl_loop_quiet(l, true), 0);
+    /* ... and after */
+    CU_ASSERT_EQUAL(fl_io_set(l, plain[0], FL_EV_READ, on_quiet, (void *)0), 0);
+    fl_io_del(l, gone[0]); /* leaves both sets */
+    CU_ASSERT_EQUAL(write(gone[1], "g", 1), 1);
+    CU_ASSERT_EQUAL(write(deferred[1], "d", 1), 1);
+    CU_ASSERT_EQUAL(write(plain[1], "p", 1), 1);
+    q_run(l); /* the plain pipe only */
+    CU_ASSERT_EQUAL(q_calls[0], 1);
+    CU_ASSERT_EQUAL(q_calls[1], 0);
+    /* a deferred fd's write side is watched while quiet, its input is not */
+    CU_ASSERT_EQUAL(write(sp[1], "s", 1), 1);
+    CU_ASSERT_EQUAL(fl_io_set(l, sp[0], FL_EV_READ | FL_EV_WRITE | FL_EV_DEFER, on_quiet, (void *)2), 0);
+    q_run(l);
+    CU_ASSERT_EQUAL(q_calls[2], 1);
+    CU_ASSERT_EQUAL(q_events[2], FL_EV_WRITE);
+    CU_ASSERT_EQUAL(q_calls[1], 0);
+    /* quiet off: the deferred input is there */
+    CU_ASSERT_EQUAL(fl_loop_quiet(l, false), 0);
+    for (int i = 0; i < 4 && (q_calls[1] < 1 || q_calls[2] < 2); i++)
+        q_run(l);
+    CU_ASSERT_EQUAL(q_calls[1], 1);
+    CU_ASSERT_EQUAL(q_calls[2], 2);
+    CU_ASSERT_EQUAL(q_events[2], FL_EV_READ);
+    CU_ASSERT_EQUAL(q_calls[0], 1); /* the deleted pipe never fired */
+    int fds[] = {plain[0], plain[1], deferred[0], deferred[1], gone[0], gone[1], sp[0], sp[1]};
+    for (size_t i = 0; i < FL_ARRAY_SIZE(fds); i++)
+        close(fds[i]);
+    fl_loop_free(l);
+}
+
 static const fl_test_t tests[] = {
+    {"quiet mode defers input", test_quiet_defers_input},
     {"pending events and forgotten fds", test_io_pending_and_forget},
     {"deleted timers never fire", test_deleted_timers_never_fire},
     {"timers fire in deadline order", test_timers_in_order},

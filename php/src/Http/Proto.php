@@ -31,36 +31,69 @@ final class Proto
     private const MAX_DEPTH = 64;
 
     /**
-     * Decode http.v1.Request.
+     * Decode http.v1.Request. With $maps = false the map fields (headers,
+     * cookies, attributes) are only checked for their length and left out
+     * (Request::fromProto() decodes them when they are first read).
      *
      * @return array{remoteAddr:string, protocol:string, method:string, uri:string,
      *               headers:array<string,list<string>>, cookies:array<string,list<string>>,
      *               rawQuery:string, parsed:bool, uploads:string, attributes:array<string,list<string>>}
      */
-    public static function decodeRequest(string $buf): array
+    public static function decodeRequest(string $buf, bool $maps = true): array
     {
         $r = [
             'remoteAddr' => '', 'protocol' => '', 'method' => '', 'uri' => '',
             'headers' => [], 'cookies' => [], 'rawQuery' => '', 'parsed' => false,
             'uploads' => '', 'attributes' => [],
         ];
-        $strings = [1 => 'remoteAddr', 2 => 'protocol', 3 => 'method', 4 => 'uri', 7 => 'rawQuery', 9 => 'uploads'];
-        $maps = [5 => 'headers', 6 => 'cookies', 10 => 'attributes'];
-
+        // Runs once per request: tags and lengths are decoded inline for the
+        // one-byte case (every field number here is < 16, most strings are
+        // < 128 bytes); readVarint() handles the rest. Map entries are decoded
+        // in place, without copying them out of $buf first.
         $pos = 0;
         $end = strlen($buf);
         while ($pos < $end) {
-            [$field, $wire] = self::readTag($buf, $pos, $end);
-            if (isset($strings[$field]) && $wire === self::WIRE_LEN) {
-                $r[$strings[$field]] = self::readBytes($buf, $pos, $end);
-            } elseif (isset($maps[$field]) && $wire === self::WIRE_LEN) {
-                [$k, $v] = self::decodeMapEntry(self::readBytes($buf, $pos, $end));
-                $r[$maps[$field]][$k] = $v;
-            } elseif ($field === 8 && $wire === self::WIRE_VARINT) {
-                $r['parsed'] = self::readVarint($buf, $pos, $end) !== 0;
+            $tag = ord($buf[$pos]);
+            if ($tag < 0x80) {
+                ++$pos;
             } else {
-                self::skipField($buf, $pos, $end, $wire, $field);
+                $tag = self::readVarint($buf, $pos, $end);
             }
+            $field = ($tag >> 3) & 0x1FFFFFFFFFFFFFFF;
+            $wire = $tag & 0x07;
+            if ($field === 0) {
+                throw new ProtocolException('protobuf: invalid field number 0');
+            }
+            if ($wire !== self::WIRE_LEN || $field === 8 || $field > 10) {
+                if ($field === 8 && $wire === self::WIRE_VARINT) {
+                    $r['parsed'] = self::readVarint($buf, $pos, $end) !== 0;
+                } else {
+                    self::skipField($buf, $pos, $end, $wire, $field);
+                }
+                continue;
+            }
+            if ($pos < $end && ($len = ord($buf[$pos])) < 0x80) {
+                ++$pos;
+            } else {
+                $len = self::readVarint($buf, $pos, $end);
+            }
+            if ($len < 0 || $len > $end - $pos) {
+                throw new ProtocolException('protobuf: length-delimited field exceeds message');
+            }
+            switch ($field) {
+                case 1: $r['remoteAddr'] = substr($buf, $pos, $len); break;
+                case 2: $r['protocol'] = substr($buf, $pos, $len); break;
+                case 3: $r['method'] = substr($buf, $pos, $len); break;
+                case 4: $r['uri'] = substr($buf, $pos, $len); break;
+                case 7: $r['rawQuery'] = substr($buf, $pos, $len); break;
+                case 9: $r['uploads'] = substr($buf, $pos, $len); break;
+                default: // 5 headers, 6 cookies, 10 attributes
+                    if ($maps) {
+                        [$k, $v] = self::decodeMapEntry($buf, $pos, $pos + $len);
+                        $r[$field === 5 ? 'headers' : ($field === 6 ? 'cookies' : 'attributes')][$k] = $v;
+                    }
+            }
+            $pos += $len;
         }
 
         return $r;
@@ -96,7 +129,7 @@ final class Proto
      */
     public static function encodeResponse(int $status, array $headers): string
     {
-        $out = $status !== 0 ? self::tag(1, self::WIRE_VARINT) . self::varint($status) : '';
+        $out = $status !== 0 ? "\x08" . self::varint($status) : ''; // field 1, VARINT
 
         return $out . self::encodeMap(2, $headers);
     }
@@ -116,8 +149,10 @@ final class Proto
             if ($field === 1 && $wire === self::WIRE_VARINT) {
                 $r['status'] = self::readVarint($buf, $pos, $end);
             } elseif ($field === 2 && $wire === self::WIRE_LEN) {
-                [$k, $v] = self::decodeMapEntry(self::readBytes($buf, $pos, $end));
+                $len = self::readLength($buf, $pos, $end);
+                [$k, $v] = self::decodeMapEntry($buf, $pos, $pos + $len);
                 $r['headers'][$k] = $v;
+                $pos += $len;
             } else {
                 self::skipField($buf, $pos, $end, $wire, $field);
             }
@@ -149,7 +184,12 @@ final class Proto
 
     public static function lenField(int $field, string $bytes): string
     {
-        return self::tag($field, self::WIRE_LEN) . self::varint(strlen($bytes)) . $bytes;
+        $n = strlen($bytes);
+        if ($field >= 0 && $field < 16 && $n < 0x80) { // one-byte tag and length: every header of a typical response
+            return chr(($field << 3) | self::WIRE_LEN) . chr($n) . $bytes;
+        }
+
+        return self::tag($field, self::WIRE_LEN) . self::varint($n) . $bytes;
     }
 
     private static function stringField(int $field, string $value): string
@@ -206,12 +246,20 @@ final class Proto
         throw new ProtocolException('protobuf: varint longer than 10 bytes');
     }
 
-    private static function readBytes(string $buf, int &$pos, int $end): string
+    /** Length prefix of a LEN field, checked against the bytes left. */
+    private static function readLength(string $buf, int &$pos, int $end): int
     {
         $len = self::readVarint($buf, $pos, $end);
         if ($len < 0 || $len > $end - $pos) {
             throw new ProtocolException('protobuf: length-delimited field exceeds message');
         }
+
+        return $len;
+    }
+
+    private static function readBytes(string $buf, int &$pos, int $end): string
+    {
+        $len = self::readLength($buf, $pos, $end);
         $s = substr($buf, $pos, $len);
         $pos += $len;
 
@@ -261,44 +309,76 @@ final class Proto
     }
 
     /**
-     * One map<string, HeaderValue> entry.
+     * One map<string, HeaderValue> entry: $buf[$pos, $end).
      *
      * @return array{0:string, 1:list<string>}
      */
-    private static function decodeMapEntry(string $entry): array
+    private static function decodeMapEntry(string $buf, int $pos, int $end): array
     {
         $key = '';
         $values = [];
-        $pos = 0;
-        $end = strlen($entry);
         while ($pos < $end) {
-            [$field, $wire] = self::readTag($entry, $pos, $end);
-            if ($field === 1 && $wire === self::WIRE_LEN) {
-                $key = self::readBytes($entry, $pos, $end);
-            } elseif ($field === 2 && $wire === self::WIRE_LEN) {
-                // a repeated message field merges: concatenate values
-                $values = array_merge($values, self::decodeHeaderValue(self::readBytes($entry, $pos, $end)));
+            $tag = ord($buf[$pos]);
+            if ($tag === 0x0A || $tag === 0x12) { // field 1 or 2, LEN: the only ones the server writes
+                ++$pos;
+                $field = $tag >> 3;
             } else {
-                self::skipField($entry, $pos, $end, $wire, $field);
+                [$field, $wire] = self::readTag($buf, $pos, $end);
+                if (($field !== 1 && $field !== 2) || $wire !== self::WIRE_LEN) {
+                    self::skipField($buf, $pos, $end, $wire, $field);
+                    continue;
+                }
             }
+            if ($pos < $end && ($len = ord($buf[$pos])) < 0x80) {
+                ++$pos;
+            } else {
+                $len = self::readVarint($buf, $pos, $end);
+            }
+            if ($len < 0 || $len > $end - $pos) {
+                throw new ProtocolException('protobuf: length-delimited field exceeds message');
+            }
+            if ($field === 1) {
+                $key = substr($buf, $pos, $len);
+            } elseif ($values === []) {
+                $values = self::decodeHeaderValue($buf, $pos, $pos + $len);
+            } else {
+                // a repeated message field merges: concatenate values
+                $values = array_merge($values, self::decodeHeaderValue($buf, $pos, $pos + $len));
+            }
+            $pos += $len;
         }
 
         return [$key, $values];
     }
 
-    /** @return list<string> */
-    private static function decodeHeaderValue(string $msg): array
+    /**
+     * HeaderValue { repeated bytes value = 1 }: $buf[$pos, $end).
+     *
+     * @return list<string>
+     */
+    private static function decodeHeaderValue(string $buf, int $pos, int $end): array
     {
         $values = [];
-        $pos = 0;
-        $end = strlen($msg);
         while ($pos < $end) {
-            [$field, $wire] = self::readTag($msg, $pos, $end);
-            if ($field === 1 && $wire === self::WIRE_LEN) {
-                $values[] = self::readBytes($msg, $pos, $end);
+            if (ord($buf[$pos]) === 0x0A) { // field 1, LEN
+                ++$pos;
             } else {
-                self::skipField($msg, $pos, $end, $wire, $field);
+                [$field, $wire] = self::readTag($buf, $pos, $end);
+                if ($field !== 1 || $wire !== self::WIRE_LEN) {
+                    self::skipField($buf, $pos, $end, $wire, $field);
+                    continue;
+                }
             }
+            if ($pos < $end && ($len = ord($buf[$pos])) < 0x80) {
+                ++$pos;
+            } else {
+                $len = self::readVarint($buf, $pos, $end);
+            }
+            if ($len < 0 || $len > $end - $pos) {
+                throw new ProtocolException('protobuf: length-delimited field exceeds message');
+            }
+            $values[] = substr($buf, $pos, $len);
+            $pos += $len;
         }
 
         return $values;

@@ -33,6 +33,8 @@ abstract class CacheBase
     private RPC $rpc;
     private \Closure $serialize;
     private \Closure $unserialize;
+    /** Request field 1 (storage name), the same on every call. */
+    private string $head;
 
     /**
      * @param null|\Closure(mixed): string $serialize   default serialize()
@@ -45,6 +47,7 @@ abstract class CacheBase
             throw new InvalidArgumentException('the storage name must not be empty');
         }
         $this->rpc = $rpc->withCodec(Frame::CODEC_PROTO);
+        $this->head = "\x0a" . self::len($name) . $name;
         $this->serialize = $serialize ?? static fn (mixed $v): string => serialize($v);
         $this->unserialize = $unserialize ?? static function (string $s): mixed {
             $v = @unserialize($s);
@@ -70,7 +73,7 @@ abstract class CacheBase
     public function getMultiple(mixed $keys, mixed $default = null): iterable
     {
         $keys = $this->keys($keys);
-        $found = $this->items('kv.MGet', $this->request(array_map(fn ($k) => [$k, '', ''], $keys)));
+        $found = $this->items('kv.MGet', $this->keysRequest($keys));
         $out = [];
         foreach ($keys as $k) {
             $out[$k] = isset($found[$k]) ? ($this->unserialize)($found[$k][0]) : $default;
@@ -83,12 +86,21 @@ abstract class CacheBase
     {
         $key = $this->keys([$key])[0];
 
-        return isset($this->items('kv.Has', $this->request([[$key, '', '']]))[$key]);
+        return isset($this->items('kv.Has', $this->keysRequest([$key]))[$key]);
     }
 
     public function set(mixed $key, mixed $value, mixed $ttl = null): bool
     {
-        return $this->setMultiple([$this->keys([$key])[0] => $value], $ttl);
+        if ($ttl !== null) {
+            return $this->setMultiple([$this->keys([$key])[0] => $value], $ttl);
+        }
+        // the common call, one key without a ttl: no intermediate arrays (it runs per request)
+        $this->keys([$key]);
+        $v = ($this->serialize)($value);
+        $item = "\x0a" . self::len($key) . $key . ($v !== '' ? "\x12" . self::len($v) . $v : '');
+        $this->call('kv.Set', $this->head . "\x12" . self::len($item) . $item);
+
+        return true;
     }
 
     public function setMultiple(mixed $values, mixed $ttl = null): bool
@@ -118,7 +130,7 @@ abstract class CacheBase
     public function deleteMultiple(mixed $keys): bool
     {
         $keys = $this->keys($keys);
-        $this->call('kv.Delete', $this->request(array_map(fn ($k) => [$k, '', ''], $keys)));
+        $this->call('kv.Delete', $this->keysRequest($keys));
 
         return true;
     }
@@ -148,7 +160,7 @@ abstract class CacheBase
     {
         $keys = $this->keys($keys);
         try {
-            $found = $this->items('kv.TTL', $this->request(array_map(fn ($k) => [$k, '', ''], $keys)));
+            $found = $this->items('kv.TTL', $this->keysRequest($keys));
         } catch (KVException $e) {
             if (str_contains($e->getMessage(), '_plugin_ttl')) {
                 throw new KVException("storage {$this->name} does not support kv.TTL", 0, $e);
@@ -190,10 +202,10 @@ abstract class CacheBase
     /** The RFC 3339 deadline for a ttl: '' for none, null when it is already over. */
     private function deadline(mixed $ttl): ?string
     {
-        $now = new \DateTimeImmutable('now', new \DateTimeZone('UTC'));
         if ($ttl === null) {
             return '';
         }
+        $now = new \DateTimeImmutable('now', new \DateTimeZone('UTC'));
         if ($ttl instanceof \DateInterval) {
             $at = $now->add($ttl);
         } elseif (is_int($ttl)) {
@@ -209,19 +221,39 @@ abstract class CacheBase
     /** kv.v1.Request{storage=1, items=2 [Item{key=1, value=2, timeout=3}]} */
     private function request(array $items): string
     {
-        $req = Proto::lenField(1, $this->name);
+        $req = $this->head;
         foreach ($items as [$key, $value, $timeout]) {
-            $item = Proto::lenField(1, $key);
+            $item = "\x0a" . self::len($key) . $key;
             if ($value !== '') {
-                $item .= Proto::lenField(2, $value);
+                $item .= "\x12" . self::len($value) . $value;
             }
             if ($timeout !== '') {
-                $item .= Proto::lenField(3, $timeout);
+                $item .= "\x1a" . self::len($timeout) . $timeout;
             }
-            $req .= Proto::lenField(2, $item);
+            $req .= "\x12" . self::len($item) . $item;
         }
 
         return $req;
+    }
+
+    /** A Request of keys only (MGet, Has, Delete, TTL). */
+    private function keysRequest(array $keys): string
+    {
+        $req = $this->head;
+        foreach ($keys as $key) {
+            $item = "\x0a" . self::len($key) . $key;
+            $req .= "\x12" . self::len($item) . $item;
+        }
+
+        return $req;
+    }
+
+    /** The varint length prefix of $s (one byte below 128, as almost every key and many values). */
+    private static function len(string $s): string
+    {
+        $n = strlen($s);
+
+        return $n < 0x80 ? chr($n) : Proto::varint($n);
     }
 
     private function call(string $method, string $request): string
@@ -267,17 +299,17 @@ abstract class CacheBase
     /** One field: [number, bytes] for length-delimited ones, [number, null] for varints. */
     private static function field(string $buf, int &$pos, int $end): array
     {
-        $tag = Proto::readVarint($buf, $pos, $end);
+        $tag = self::varint($buf, $pos, $end);
         $wire = $tag & 7;
         if ($wire === 0) {
-            Proto::readVarint($buf, $pos, $end);
+            self::varint($buf, $pos, $end);
 
             return [$tag >> 3, null];
         }
         if ($wire !== 2) {
             throw new KVException('unexpected wire type in kv.v1.Response');
         }
-        $n = Proto::readVarint($buf, $pos, $end);
+        $n = self::varint($buf, $pos, $end);
         if ($n < 0 || $pos + $n > $end) {
             throw new KVException('truncated kv.v1.Response');
         }
@@ -285,5 +317,17 @@ abstract class CacheBase
         $pos += $n;
 
         return [$tag >> 3, $v];
+    }
+
+    /** Tags and most lengths are one byte: read those without a call. */
+    private static function varint(string $buf, int &$pos, int $end): int
+    {
+        if ($pos < $end && ($b = ord($buf[$pos])) < 0x80) {
+            $pos++;
+
+            return $b;
+        }
+
+        return Proto::readVarint($buf, $pos, $end);
     }
 }

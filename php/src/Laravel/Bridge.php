@@ -33,15 +33,18 @@ final class Bridge
     /**
      * Services resolved at boot and kept across requests: Octane's default warm list (minus
      * `auth`, which is rebuilt per request), plus the redirector and response factory that
-     * Laravel's `response()` helper builds on every request, and the controller dispatcher.
-     * Rebuilding these five on every request cost 11-13 µs of a 95 µs request. Sandbox::reset()
-     * flushes the per-request state they hold (session data and id, queued cookies).
+     * Laravel's `response()` helper builds on every request, the controller dispatcher, the
+     * StartSession middleware (a singleton holding only the session manager) and the Date
+     * facade's factory (`date`: stateless, Carbon's settings are static). Rebuilding these on
+     * every request cost 11-13 µs of a 95 µs request. Sandbox::reset() flushes the per-request
+     * state they hold (session data and id, queued cookies).
      */
     public const WARM = [
         'cache', 'cache.store', 'config', 'cookie', 'db', 'db.factory', 'encrypter', 'files',
         'hash', 'log', 'router', 'routes', 'session', 'session.store', 'translator', 'url', 'view',
         'redirect', \Illuminate\Contracts\Routing\ResponseFactory::class,
         \Illuminate\Routing\Contracts\ControllerDispatcher::class,
+        \Illuminate\Session\Middleware\StartSession::class, 'date',
     ];
 
     private readonly Kernel $kernel;
@@ -78,6 +81,11 @@ final class Bridge
             }
         }
         $app->make(ExceptionHandler::class);
+        // The Date facade (session and cookie expiry) registers its factory as the `date`
+        // instance on first use; registered now, it is kept rather than rebuilt per request.
+        if (in_array('date', $warm, true) && class_exists(\Illuminate\Support\Facades\Date::class)) {
+            \Illuminate\Support\Facades\Date::getFacadeRoot();
+        }
         Request::enableHttpMethodParameterOverride();
 
         $this->requests = new RequestFactory($app->publicPath());

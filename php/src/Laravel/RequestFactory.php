@@ -26,6 +26,15 @@ final class RequestFactory
     /** @var array<string, string> server vars every request starts from */
     private array $baseServer;
 
+    /** @var array<string, string> header name => server var name (HTTP_*), the names seen so far */
+    private array $serverKeys = [];
+
+    /** The last request's authority ("https://" in front for https) and its [host, port]. */
+    private string $lastOrigin = '';
+
+    /** @var array{0: string, 1: int} */
+    private array $lastHostPort = ['localhost', 80];
+
     public function __construct(string $publicPath)
     {
         $script = rtrim($publicPath, '/') . '/index.php';
@@ -65,9 +74,13 @@ final class RequestFactory
         }
 
         $request = new Request($req->query, $post, [], $req->cookies, $files, $server, $content);
-        if ($request->isJson()) {
-            // what Request::createFromBase() does for php-fpm
+        // What Request::capture() (createFromBase()) does under php-fpm: the input source is the
+        // JSON body, or for GET and HEAD the query itself (one bag: $request->post() reads the
+        // query string, and the middleware that clean the input clean it once).
+        if (str_contains($contentType, '/json') || str_contains($contentType, '+json')) {
             $request->request = $request->json();
+        } elseif (($method = strtoupper($req->method)) === 'GET' || $method === 'HEAD') {
+            $request->request = $request->query;
         }
 
         return $request;
@@ -91,7 +104,12 @@ final class RequestFactory
             $target = substr($target, 0, $hash);
         }
         $https = $scheme === 'https';
-        [$host, $port] = self::splitAuthority($authority, $https ? 443 : 80);
+        $origin = $https ? 'https://' . $authority : $authority;
+        if ($origin !== $this->lastOrigin) {
+            $this->lastOrigin = $origin;
+            $this->lastHostPort = self::splitAuthority($authority, $https ? 443 : 80);
+        }
+        [$host, $port] = $this->lastHostPort;
 
         $now = microtime(true);
         $server['REQUEST_TIME_FLOAT'] = $now;
@@ -111,19 +129,26 @@ final class RequestFactory
         }
 
         foreach ($req->headers as $name => $values) {
-            $key = strtoupper(str_replace('-', '_', (string) $name));
-            $value = implode(', ', $values);
-            if ($key === 'CONTENT_TYPE' || $key === 'CONTENT_LENGTH') {
-                $server[$key] = $value;
-            } else {
-                $server['HTTP_' . $key] = $value;
-            }
+            $key = $this->serverKeys[$name] ?? $this->serverKey((string) $name);
+            $server[$key] = count($values) === 1 ? $values[0] : implode(', ', $values);
         }
         if (!isset($server['CONTENT_LENGTH']) && $req->body !== '' && !$req->parsed) {
             $server['CONTENT_LENGTH'] = (string) strlen($req->body);
         }
 
         return $server;
+    }
+
+    /** CONTENT_TYPE, CONTENT_LENGTH or HTTP_* for a header name, remembered (a bounded set). */
+    private function serverKey(string $name): string
+    {
+        $key = strtoupper(strtr($name, '-', '_'));
+        $key = $key === 'CONTENT_TYPE' || $key === 'CONTENT_LENGTH' ? $key : 'HTTP_' . $key;
+        if (count($this->serverKeys) >= 512) {
+            $this->serverKeys = []; // clients that invent header names must not grow the worker
+        }
+
+        return $this->serverKeys[$name] = $key;
     }
 
     /** @return array{0: string, 1: int} host (brackets kept for IPv6) and port */

@@ -8,6 +8,7 @@ use Forkline\HttpWorker;
 use Forkline\Payload;
 use Symfony\Component\HttpFoundation\BinaryFileResponse;
 use Symfony\Component\HttpFoundation\Response;
+use Symfony\Component\HttpFoundation\ResponseHeaderBag;
 use Symfony\Component\HttpFoundation\StreamedResponse;
 
 /**
@@ -33,11 +34,29 @@ final class ResponseSender
     {
     }
 
-    /** @return array<string, list<string>> headers with Set-Cookie lines */
+    /** Reads a ResponseHeaderBag's headers under the names the app wrote, without the cookies. */
+    private static ?\Closure $readBag = null;
+
+    /** @return array<string, list<mixed>> headers with Set-Cookie lines */
     public static function headers(Response $response): array
     {
-        $headers = $response->headers->allPreserveCaseWithoutCookies();
-        foreach ($response->headers->getCookies() as $cookie) {
+        $bag = $response->headers;
+        if ($bag instanceof ResponseHeaderBag) {
+            // allPreserveCaseWithoutCookies() goes through all(), which renders every cookie
+            // to a string only to drop it again: read the bag's arrays instead.
+            self::$readBag ??= \Closure::bind(static function (ResponseHeaderBag $bag): array {
+                $headers = [];
+                foreach ($bag->headers as $key => $values) {
+                    $headers[$bag->headerNames[$key] ?? $key] = $values;
+                }
+
+                return $headers;
+            }, null, ResponseHeaderBag::class);
+            $headers = (self::$readBag)($bag);
+        } else {
+            $headers = $bag->allPreserveCaseWithoutCookies();
+        }
+        foreach ($bag->getCookies() as $cookie) {
             $headers['Set-Cookie'][] = (string) $cookie;
         }
 

@@ -4,7 +4,9 @@ declare(strict_types=1);
 
 namespace Forkline\Laravel;
 
+use Illuminate\Config\Repository;
 use Illuminate\Contracts\Foundation\Application;
+use Illuminate\Session\Store;
 use Illuminate\Support\Facades\Facade;
 use Illuminate\Support\Str;
 
@@ -34,8 +36,20 @@ final class Sandbox
 
     private int $requests = 0;
 
-    /** The configuration as booted; each request works on a copy (`config([...])` at runtime). */
+    /** The configuration repository as booted. */
     private object $config;
+
+    /** @var array<array-key, mixed> its items as booted (`config([...])` at runtime changes them) */
+    private array $configItems = [];
+
+    /** Puts $configItems back into the repository; null when it is not Illuminate's. */
+    private ?\Closure $restoreConfig = null;
+
+    /** @var array<string, string> session driver name => the fresh id reset() gave its store */
+    private array $sessionIds = [];
+
+    /** Clears a session store's `started` flag. */
+    private ?\Closure $unstart = null;
 
     public function __construct(private readonly Application $app)
     {
@@ -48,12 +62,24 @@ final class Sandbox
         }, $app, $class);
         $this->config = $app['config'];
         $this->locale = (string) $this->config->get('app.locale', 'en');
+        if ($this->config instanceof Repository) {
+            $this->configItems = $this->config->all();
+            $this->restoreConfig = \Closure::bind(function (array $items): void {
+                $this->items = $items;
+            }, $this->config, Repository::class);
+        }
     }
 
-    /** Before a request: a private copy of the configuration (cheap: its array is copy-on-write). */
+    /**
+     * Before a request. The configuration needs nothing: a request changes the one repository,
+     * as under php-fpm, and reset() puts the booted items back (a copy per request would cost a
+     * container rebinding each time, and services holding the repository would not see it).
+     */
     public function prepare(): void
     {
-        $this->app->instance('config', clone $this->config);
+        if ($this->restoreConfig === null) {
+            $this->app->instance('config', clone $this->config); // not Illuminate's: a copy
+        }
     }
 
     /** Names of the instances kept across requests (those resolved before the snapshot). */
@@ -66,6 +92,10 @@ final class Sandbox
     {
         $this->flushServices();
         ($this->restore)($this->snapshot);
+        // Identical arrays compare in O(1): the items are only put back when a request changed them.
+        if ($this->restoreConfig !== null && $this->config->all() !== $this->configItems) {
+            ($this->restoreConfig)($this->configItems);
+        }
         if (method_exists($this->app, 'forgetScopedInstances')) {
             $this->app->forgetScopedInstances();
         }
@@ -87,10 +117,22 @@ final class Sandbox
             // The store is shared: without this one visitor's data (and CSRF token) would be
             // merged into the next visitor's session when StartSession loads it. migrate()
             // gives it a fresh id and tells the handler the session does not exist yet (the
-            // database handler would otherwise UPDATE the previous visitor's row).
-            foreach ($kept['session']->getDrivers() as $store) {
+            // database handler would otherwise UPDATE the previous visitor's row). A store the
+            // request did not use (no start, no data, still the id given here) is left as it
+            // is: nothing of a visitor is in it, and a fresh id costs a getrandom() call.
+            foreach ($kept['session']->getDrivers() as $name => $store) {
+                if (!$store->isStarted() && $store->all() === []
+                    && $store->getId() === ($this->sessionIds[$name] ?? null)) {
+                    continue;
+                }
                 $store->flush();
                 $store->migrate();
+                if ($store instanceof Store) {
+                    // not started, as a fresh process's store (save() does it, an exception may not)
+                    $this->unstart ??= \Closure::bind(static fn (Store $s) => $s->started = false, null, Store::class);
+                    ($this->unstart)($store);
+                }
+                $this->sessionIds[$name] = $store->getId();
             }
         }
         if (isset($kept['db'])) {
@@ -109,7 +151,7 @@ final class Sandbox
                 }
             }
         }
-        if (isset($kept['translator'])) {
+        if (isset($kept['translator']) && $kept['translator']->getLocale() !== $this->locale) {
             $kept['translator']->setLocale($this->locale);
         }
         // Str's snake/camel/studly caches grow with every distinct string: drop them now and
