@@ -513,7 +513,7 @@ static int run_on_init(const fl_conf_t *c)
         free_env(env);
         if (rc == 0) {
             fl_info("server.on_init: running %s (pid %d)", cmd, (int)s.pid);
-            shutdown(s.relay_fd, SHUT_WR); /* its stdin: EOF at once */
+            close(s.relay_wfd); /* its stdin: EOF at once */
             struct pollfd pf[2] = {{s.relay_fd, POLLIN, 0}, {s.err_fd, POLLIN, 0}};
             fl_buf_t out[2] = {{0}, {0}};
             int64_t deadline = fl_now_ms() + c->server.on_init.exec_timeout_ms;

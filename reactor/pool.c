@@ -1,4 +1,4 @@
-/* The worker pool of one reactor. Every worker is one php-cli process on a socketpair; the pool
+/* The worker pool of one reactor. Every worker is one php-cli process on two pipes; the pool
  * keeps exactly one task in flight per worker and a FIFO of tasks waiting for one.
  *
  * Control flow rests on a few flags per worker (up, busy, settling, retiring); w->state is the
@@ -48,7 +48,8 @@ struct fl_worker {
     fl_pool_t *pool;
     unsigned slot; /* NO_SLOT once retiring, or once a reset gave the slot to a replacement */
     pid_t pid;
-    int fd;
+    int fd;                 /* the relay: the read end of the worker's stdout pipe */
+    int wfd;                /* the write end of its stdin pipe, watched only while it is full */
     int statm_fd;           /* /proc/PID/statm, opened on first use, read with pread */
     int state;              /* FL_W_*, what the informer shows; only set_state() changes it */
     bool up;                /* the PID handshake is done */
@@ -116,6 +117,7 @@ struct fl_pool {
 };
 
 static void worker_io(fl_loop_t *loop, int fd, int events, void *data);
+static void worker_wio(fl_loop_t *loop, int fd, int events, void *data);
 static void worker_kill(fl_worker_t *w, int state, const char *task_err, const char *reason,
                         bool log);
 static void worker_read(fl_worker_t *w);
@@ -364,15 +366,15 @@ static uint64_t worker_rss(fl_worker_t *w)
 
 static void worker_want_write(fl_worker_t *w, bool on)
 {
-    int mask = FL_EV_READ | (on ? FL_EV_WRITE : 0);
-    if (fl_io_mask(w->pool->loop, w->fd) != mask)
-        fl_io_set(w->pool->loop, w->fd, mask, worker_io, w);
+    int mask = on ? FL_EV_WRITE : 0;
+    if (fl_io_mask(w->pool->loop, w->wfd) != mask)
+        fl_io_set(w->pool->loop, w->wfd, mask, worker_wio, w);
 }
 
 static int flush_bytes(fl_worker_t *w, const char *p, size_t n, size_t *off)
 {
     while (*off < n) {
-        ssize_t k = write(w->fd, p + *off, n - *off);
+        ssize_t k = write(w->wfd, p + *off, n - *off);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0 && errno == EAGAIN)
@@ -521,6 +523,8 @@ static void worker_free(fl_worker_t *w)
     w->timer = w->exec_timer = 0;
     fl_io_del(p->loop, w->fd);
     close(w->fd);
+    fl_io_del(p->loop, w->wfd);
+    close(w->wfd);
     if (w->statm_fd >= 0)
         close(w->statm_fd);
     w->statm_fd = -1;
@@ -743,6 +747,7 @@ static void spawn_slot(fl_pool_t *p, unsigned slot)
     if (!w) {
         kill(s.pid, SIGKILL);
         close(s.relay_fd);
+        close(s.relay_wfd);
         close(s.err_fd);
         schedule_respawn(p, slot);
         return;
@@ -751,6 +756,7 @@ static void spawn_slot(fl_pool_t *p, unsigned slot)
     w->slot = slot;
     w->pid = s.pid;
     w->fd = s.relay_fd;
+    w->wfd = s.relay_wfd;
     w->statm_fd = -1;
     w->state = FL_W_INACTIVE;
     fl_srvm_worker(p->o.name, -1, FL_W_INACTIVE, false);
@@ -1167,16 +1173,19 @@ static void worker_io(fl_loop_t *loop, int fd, int events, void *data)
 {
     FL_UNUSED(loop);
     FL_UNUSED(fd);
+    FL_UNUSED(events); /* an error or hang-up comes as readable too: the read sees it */
     fl_worker_t *w = data;
-    fl_pool_t *p = w->pool;
-    if (events & FL_EV_READ) {
-        worker_drain(w);
-        changed(p);
-        if (w->dead)
-            return;
-    }
-    if (events & FL_EV_WRITE)
-        worker_flush(w);
+    worker_drain(w);
+    changed(w->pool);
+}
+
+/* Room again in the worker's stdin pipe (or its reader is gone: the write says EPIPE). */
+static void worker_wio(fl_loop_t *loop, int fd, int events, void *data)
+{
+    FL_UNUSED(loop);
+    FL_UNUSED(fd);
+    FL_UNUSED(events);
+    worker_flush(data);
 }
 
 bool fl_pool_reaped(fl_pool_t *p, pid_t pid, int status)

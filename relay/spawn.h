@@ -1,5 +1,7 @@
-/* Starting a worker process with its relay: one AF_UNIX socketpair dup'ed onto the child's
- * stdin and stdout (RoadRunner's `pipes` relay works unchanged), stderr on a pipe. */
+/* Starting a worker process with its relay: two pipes, as RoadRunner's `pipes` relay (one the
+ * child's stdin, one its stdout; real pipes, not a socketpair, because PHP's stream layer
+ * reads a socket STDIN with poll + recvfrom + sendto but a pipe with plain read + write),
+ * stderr on a third pipe. */
 #ifndef FL_SPAWN_H
 #define FL_SPAWN_H
 
@@ -8,8 +10,9 @@
 
 typedef struct {
     pid_t pid;
-    int relay_fd; /* our end of the socketpair, non-blocking, close-on-exec */
-    int err_fd;   /* read end of the child's stderr, non-blocking, close-on-exec */
+    int relay_fd;  /* read end of the child's stdout, non-blocking, close-on-exec */
+    int relay_wfd; /* write end of the child's stdin, non-blocking, close-on-exec */
+    int err_fd;    /* read end of the child's stderr, non-blocking, close-on-exec */
 } fl_spawned_t;
 
 /* Forks and execs argv with envp. Fails (returning -1 with a message in err) when exec
