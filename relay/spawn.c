@@ -118,7 +118,7 @@ int fl_spawn_as(char *const argv[], char *const envp[], const fl_spawn_cred_t *c
         snprintf(err, errlen, "spawn: %s", strerror(errno));
         goto fail;
     }
-    if (RELAY_PIPE_SIZE > 0 && pipes_unlimited()) {
+    if (pipes_unlimited()) {
         (void)fcntl(in[1], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
         (void)fcntl(outp[0], F_SETPIPE_SZ, RELAY_PIPE_SIZE);
     }

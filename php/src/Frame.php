@@ -75,13 +75,25 @@ final class Frame
         if ($length > 0xFFFFFFFF) {
             throw new ProtocolException("payload too large: $length bytes");
         }
-        $head = pack('CCV', (self::VERSION << 4) | (3 + $n), $this->flags & 0xFF, $length);
-        $head .= pack('VCC', crc32($head), $this->stream & 0xFF, 0);
-        foreach ($this->options as $opt) {
+
+        return self::head($this->flags, $this->stream, $length, $this->options) . $this->payload;
+    }
+
+    /**
+     * Header and options of a frame whose payload is $length bytes (no checks: the callers make
+     * them). Worker::sendData() keeps the result for the next identical response.
+     *
+     * @param list<int> $options u32 option words, at most MAX_OPTIONS
+     */
+    public static function head(int $flags, int $stream, int $length, array $options = []): string
+    {
+        $head = pack('CCV', (self::VERSION << 4) | (3 + count($options)), $flags & 0xFF, $length);
+        $head .= pack('VCC', crc32($head), $stream & 0xFF, 0);
+        foreach ($options as $opt) {
             $head .= pack('V', $opt & 0xFFFFFFFF);
         }
 
-        return $head . $this->payload;
+        return $head;
     }
 
     /**

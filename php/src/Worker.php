@@ -136,8 +136,7 @@ final class Worker
         $bits = ($flags & 0xFE) << 8 | ($stream & 0xFF); // 0xFE: never CONTROL
         if ($sizes !== $this->lastSizes || $bits !== $this->lastBits) {
             // otherwise: same sizes, flags and stream byte as the previous response, same 16 bytes
-            $head = pack('CCV', (Frame::VERSION << 4) | 4, $flags & 0xFE, $length);
-            $this->lastHead = $head . pack('VCCV', crc32($head), $stream & 0xFF, 0, $ctxLen);
+            $this->lastHead = Frame::head($flags & 0xFE, $stream, $length, [$ctxLen]);
             $this->lastSizes = $sizes;
             $this->lastBits = $bits;
         }
