@@ -784,6 +784,28 @@ static int conf_cpu_affinity(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t
     return fl_cget_enum(root, "cpu_affinity", modes, &c->cpu_affinity, err);
 }
 
+/* forkline's own top-level key: `busy_poll: 100us` (the default), a duration up to 10ms, or 0 /
+ * off. */
+static int conf_busy_poll(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
+{
+    c->busy_poll_us = FL_BUSY_POLL_US;
+    const fl_cnode_t *n = fl_cnode_get(root, "busy_poll");
+    if (!n)
+        return 0;
+    if (n->type != FL_CNODE_SCALAR)
+        return fl_cnode_error(n, err, "expected a duration such as 100us, or off");
+    if (strcasecmp(n->value, "off") == 0 || strcasecmp(n->value, "false") == 0) {
+        c->busy_poll_us = 0;
+        return 0;
+    }
+    int64_t ns;
+    if (fl_parse_duration_ns(n->value, &ns, NULL) < 0 || ns < 0 || ns > 10000000)
+        return fl_cnode_error_value(n, err,
+                                    "expected a duration from 0 to 10ms (such as 100us), or off");
+    c->busy_poll_us = (int)((ns + 999) / 1000);
+    return 0;
+}
+
 typedef int (*conf_section_fn)(fl_conf_t *c, const fl_cnode_t *section, fl_conf_err_t *err);
 
 /* Each decoder is called even when its section is absent (section NULL) so it can set defaults. */
@@ -800,7 +822,8 @@ static const struct {
 
 static int conf_decode_sections(fl_conf_t *c, const fl_cnode_t *root, fl_conf_err_t *err)
 {
-    if (conf_reactors(c, root, err) < 0 || conf_cpu_affinity(c, root, err) < 0)
+    if (conf_reactors(c, root, err) < 0 || conf_cpu_affinity(c, root, err) < 0 ||
+        conf_busy_poll(c, root, err) < 0)
         return -1;
     for (size_t i = 0; i < FL_ARRAY_SIZE(conf_sections); i++) {
         const fl_cnode_t *sec;

@@ -27,6 +27,7 @@
 #include "rpc.h"
 #include "sdnotify.h"
 #include "services.h"
+#include "spare.h"
 #include "spawn.h"
 #include "srvmetrics.h"
 #include "status.h"
@@ -93,6 +94,7 @@ struct fl_master {
     int last_stop_sig;
     int64_t last_stop_ms;
     unsigned reloads;
+    fl_spare_t spare; /* the busy-poll governor of the loop */
 };
 
 /* ---- listening socket ---- */
@@ -769,6 +771,7 @@ static void gen_ready(fl_gen_t *g)
     m->active = g;
     if (m->pending == g)
         m->pending = NULL;
+    fl_loop_spin(m->loop, g->conf.busy_poll_us, fl_spare_cpu, &m->spare);
     fl_info("forkline %s ready: %s://%s, %u reactors, %u PHP workers", FL_VERSION,
             g->conf.http.address ? "http" : "https",
             g->conf.http.address ? g->conf.http.address : g->conf.http.ssl.address, g->nreactors,
@@ -1117,6 +1120,8 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
     fl_proctitle_set("forkline: master");
     fl_sd_init();
     m.loop = fl_loop_new(1024);
+    if (m.loop)
+        fl_spare_init(&m.spare, m.loop);
     if (!m.loop || setup_signals(&m) < 0) {
         fl_error("cannot set up the master loop: %s", strerror(errno));
         return 1;
@@ -1182,6 +1187,7 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
         free(m.listeners[i].address);
     }
     fl_loop_free(m.loop);
+    fl_spare_close(&m.spare);
     fl_info("stopped");
     return m.exit_code;
 }

@@ -34,6 +34,10 @@ struct fl_loop {
     fl_hook_cb before_sleep;
     void *before_sleep_data;
     bool quiet, has_quiet, quiet_failed; /* waiting on the quiet set; it exists; it broke */
+    int64_t spin_max_ns, spin_ns;        /* busy-poll: the cap, the current window (0: off) */
+    int64_t spun_ns;                     /* polled so far, in all */
+    fl_spin_cb spin_want;                /* true while polling is worth it */
+    void *spin_data;
 };
 
 /* While the loop runs a callback, the clock is read once for it and every fl_now_ms() in it
@@ -47,6 +51,13 @@ static int64_t clock_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static void now_refresh(void)
@@ -245,6 +256,64 @@ int fl_loop_quiet(fl_loop_t *l, bool on)
     return on && l->quiet_failed ? -1 : 0;
 }
 
+void fl_loop_spin(fl_loop_t *l, int max_us, fl_spin_cb want, void *data)
+{
+    l->spin_max_ns = max_us > 0 && want ? (int64_t)max_us * 1000 : 0;
+    l->spin_ns = 0;
+    l->spin_want = want;
+    l->spin_data = data;
+}
+
+/* The window adapts as the cpuidle haltpoll governor's does: a wake-up that came within the cap
+ * but after the window doubles it (from a quarter of the cap); one that took longer than the
+ * cap halves it, and below that start it is off. So an idle loop, whose wake-ups are timers
+ * seconds apart, goes back to sleeping at once after a few of them. */
+static void spin_adapt(fl_loop_t *l, int64_t waited_ns)
+{
+    int64_t start = l->spin_max_ns / 4;
+    if (waited_ns <= l->spin_ns)
+        return;
+    if (waited_ns < l->spin_max_ns) {
+        int64_t w = l->spin_ns ? l->spin_ns * 2 : start;
+        l->spin_ns = w < l->spin_max_ns ? w : l->spin_max_ns;
+    } else {
+        l->spin_ns /= 2;
+        if (l->spin_ns < start)
+            l->spin_ns = 0;
+    }
+}
+
+/* While want() allows, a wait that polls first for as long as the window: in a VM that halts
+ * idle vCPUs, going to sleep and being woken by a peer's send costs an IPI and a VM exit, more
+ * than the microseconds a local redis or PHP client takes to send. */
+static int loop_wait(fl_loop_t *l, int timeout)
+{
+    if (!l->spin_max_ns || timeout == 0 || !l->spin_want(l->spin_data))
+        return poll_wait(&l->poll, l->quiet, l->setsize, timeout, l->ready_fd, l->ready_mask);
+    int64_t t0 = clock_ns(), t = t0, win = l->spin_ns;
+    if (timeout > 0 && win > (int64_t)timeout * 1000000)
+        win = (int64_t)timeout * 1000000;
+    int n = 0;
+    while (t - t0 < win) {
+        n = poll_wait(&l->poll, l->quiet, l->setsize, 0, l->ready_fd, l->ready_mask);
+        if (n)
+            break;
+        t = clock_ns();
+    }
+    l->spun_ns += t - t0;
+    if (!n) {
+        n = poll_wait(&l->poll, l->quiet, l->setsize, timeout, l->ready_fd, l->ready_mask);
+        t = clock_ns();
+    }
+    spin_adapt(l, t - t0);
+    return n;
+}
+
+int64_t fl_loop_spun_ns(const fl_loop_t *l)
+{
+    return l->spun_ns;
+}
+
 void fl_loop_stop(fl_loop_t *l)
 {
     l->stop = 1;
@@ -283,7 +352,7 @@ void fl_loop_run(fl_loop_t *l)
             int64_t d = l->heap[0].when - (l->before_sleep ? now_cache : clock_ms());
             timeout = d < 0 ? 0 : (int)(d > 60000 ? 60000 : d);
         }
-        int n = poll_wait(&l->poll, l->quiet, l->setsize, timeout, l->ready_fd, l->ready_mask);
+        int n = loop_wait(l, timeout);
         for (int i = 0; i < n; i++)
             l->io[l->ready_fd[i]].pending = 1;
         bool clocked = false;

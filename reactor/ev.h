@@ -41,6 +41,13 @@ void fl_loop_before_sleep(fl_loop_t *loop, fl_hook_cb cb, void *data);
  * queue it. Level-triggered: what was deferred is reported once the loop is no longer quiet.
  * Set from the before-sleep hook; the second epoll set is made on first use (0, or -1). */
 int fl_loop_quiet(fl_loop_t *loop, bool on);
+/* While want(data) allows (asked before each wait that would block), poll for up to max_us
+ * (0: never) before sleeping, in a window that adapts as the cpuidle haltpoll governor's: it
+ * opens while events come within max_us of each other and closes when they stop (an idle loop
+ * polls for nothing). */
+typedef bool (*fl_spin_cb)(void *data);
+void fl_loop_spin(fl_loop_t *loop, int max_us, fl_spin_cb want, void *data);
+int64_t fl_loop_spun_ns(const fl_loop_t *loop); /* time spent polling so far */
 void fl_loop_run(fl_loop_t *loop);
 void fl_loop_stop(fl_loop_t *loop);
 int64_t fl_now_ms(void); /* monotonic */

@@ -1,4 +1,5 @@
 /* Event loop: timers fire in deadline order, deleted timers never fire, fd events dispatch. */
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -248,7 +249,8 @@ static void test_quiet_defers_input(void)
     CU_ASSERT_EQUAL(q_calls[1], 0);
     /* a deferred fd's write side is watched while quiet, its input is not */
     CU_ASSERT_EQUAL(write(sp[1], "s", 1), 1);
-    CU_ASSERT_EQUAL(fl_io_set(l, sp[0], FL_EV_READ | FL_EV_WRITE | FL_EV_DEFER, on_quiet, (void *)2), 0);
+    CU_ASSERT_EQUAL(
+        fl_io_set(l, sp[0], FL_EV_READ | FL_EV_WRITE | FL_EV_DEFER, on_quiet, (void *)2), 0);
     q_run(l);
     CU_ASSERT_EQUAL(q_calls[2], 1);
     CU_ASSERT_EQUAL(q_events[2], FL_EV_WRITE);
@@ -267,7 +269,133 @@ static void test_quiet_defers_input(void)
     fl_loop_free(l);
 }
 
+static bool spin_yes(void *data);
+
+/* The busy-poll window follows the haltpoll rule: it opens (from a quarter of the cap, then
+ * doubling) for wake-ups that come within the cap, and halves down to off for ones that don't. */
+static void test_spin_window_adapts(void)
+{
+    fl_loop_t *l = fl_loop_new(16);
+    fl_loop_spin(l, 100, spin_yes, NULL);
+    spin_adapt(l, 30000);
+    CU_ASSERT_EQUAL(l->spin_ns, 25000);
+    spin_adapt(l, 30000);
+    CU_ASSERT_EQUAL(l->spin_ns, 50000);
+    spin_adapt(l, 30000); /* caught by the window: no change */
+    CU_ASSERT_EQUAL(l->spin_ns, 50000);
+    spin_adapt(l, 90000);
+    CU_ASSERT_EQUAL(l->spin_ns, 100000);
+    spin_adapt(l, 95000);
+    CU_ASSERT_EQUAL(l->spin_ns, 100000); /* capped */
+    spin_adapt(l, 5000000);
+    CU_ASSERT_EQUAL(l->spin_ns, 50000);
+    spin_adapt(l, 5000000);
+    CU_ASSERT_EQUAL(l->spin_ns, 25000);
+    spin_adapt(l, 5000000);
+    CU_ASSERT_EQUAL(l->spin_ns, 0);
+    fl_loop_spin(l, 0, spin_yes, NULL); /* off */
+    CU_ASSERT_EQUAL(l->spin_max_ns, 0);
+    fl_loop_free(l);
+}
+
+static bool spin_yes(void *data)
+{
+    FL_UNUSED(data);
+    return true;
+}
+
+static bool spin_no(void *data)
+{
+    (*(int *)data)++;
+    return false;
+}
+
+static int ticks;
+static void tick(fl_loop_t *l, void *data)
+{
+    FL_UNUSED(data);
+    if (++ticks == 3)
+        fl_loop_stop(l);
+}
+
+/* An idle loop (wake-ups 10 ms apart, far above the cap) closes a fully open window after two
+ * waits and then polls no more; a loop whose want() says no never polls. */
+static void test_spin_idle_loop_stops_polling(void)
+{
+    fl_loop_t *l = fl_loop_new(16);
+    fl_loop_spin(l, 200, spin_yes, NULL);
+    l->spin_ns = l->spin_max_ns;
+    ticks = 0;
+    for (int i = 1; i <= 3; i++)
+        fl_timer_add(l, 10 * i, tick, NULL);
+    fl_loop_run(l);
+    CU_ASSERT_EQUAL(l->spin_ns, 0);
+    CU_ASSERT(fl_loop_spun_ns(l) <= 400000); /* 200 + 100 µs, and a little */
+    int asked = 0;
+    fl_loop_spin(l, 200, spin_no, &asked);
+    l->spin_ns = l->spin_max_ns;
+    int64_t before = fl_loop_spun_ns(l);
+    ticks = 0;
+    for (int i = 1; i <= 3; i++)
+        fl_timer_add(l, 2 * i, tick, NULL);
+    fl_loop_run(l);
+    CU_ASSERT(asked >= 3);
+    CU_ASSERT_EQUAL(fl_loop_spun_ns(l), before);
+    fl_loop_free(l);
+}
+
+/* A peer that answers at once: the window opens and every answer is still dispatched. */
+static int echo_fd, echoes;
+
+static void *echo_thread(void *arg)
+{
+    FL_UNUSED(arg);
+    char c;
+    while (read(echo_fd, &c, 1) == 1 && c != 'q')
+        if (write(echo_fd, &c, 1) != 1)
+            break;
+    return NULL;
+}
+
+static void on_echo(fl_loop_t *l, int fd, int events, void *data)
+{
+    FL_UNUSED(events);
+    FL_UNUSED(data);
+    char c;
+    if (read(fd, &c, 1) != 1 || ++echoes == 300) {
+        fl_loop_stop(l);
+        return;
+    }
+    CU_ASSERT_EQUAL(write(fd, "e", 1), 1);
+}
+
+static void test_spin_opens_for_a_fast_peer(void)
+{
+    int sp[2];
+    CU_ASSERT_EQUAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    echo_fd = sp[1];
+    pthread_t t;
+    CU_ASSERT_EQUAL(pthread_create(&t, NULL, echo_thread, NULL), 0);
+    fl_loop_t *l = fl_loop_new(16);
+    fl_loop_spin(l, 10000, spin_yes, NULL); /* a cap a loaded test machine stays under */
+    echoes = 0;
+    CU_ASSERT_EQUAL(fl_io_set(l, sp[0], FL_EV_READ, on_echo, NULL), 0);
+    CU_ASSERT_EQUAL(write(sp[0], "e", 1), 1);
+    fl_loop_run(l);
+    CU_ASSERT_EQUAL(echoes, 300);
+    CU_ASSERT(l->spin_ns > 0);
+    CU_ASSERT(fl_loop_spun_ns(l) > 0);
+    CU_ASSERT_EQUAL(write(sp[0], "q", 1), 1);
+    pthread_join(t, NULL);
+    close(sp[0]);
+    close(sp[1]);
+    fl_loop_free(l);
+}
+
 static const fl_test_t tests[] = {
+    {"busy-poll window adapts", test_spin_window_adapts},
+    {"busy-poll stops on an idle loop", test_spin_idle_loop_stops_polling},
+    {"busy-poll opens for a fast peer", test_spin_opens_for_a_fast_peer},
     {"quiet mode defers input", test_quiet_defers_input},
     {"pending events and forgotten fds", test_io_pending_and_forget},
     {"deleted timers never fire", test_deleted_timers_never_fire},
