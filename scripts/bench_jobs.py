@@ -75,14 +75,14 @@ def fill_list(r, key, n):
             c.call("RPUSH", key, *[PAYLOAD] * min(1000, n - i))
 
 
-def run_forkline(r, driver, workers, n, tmp):
+def run_forkline(r, driver, workers, n, tmp, busy_poll=None):
     listen = "tcp://127.0.0.1:%d" % free_port()
     cfg = "      driver: %s\n      config:\n        prefetch: %d\n" % (driver, 256 if driver ==
                                                                        "redis" else 100000)
     if driver == "redis":
         cfg += "        addrs: [\"127.0.0.1:%d\"]\n        stream: bench:%s:%d\n" % (
             r.port, driver, workers)
-    extra = ("logs:\n  level: info\n"
+    extra = (("busy_poll: %s\n" % busy_poll if busy_poll else "") + "logs:\n  level: info\n"
              "rpc:\n  listen: %s\n"
              "jobs:\n  consume: []\n  pool:\n    num_workers: %d\n    command: \"php %s\"\n"
              "  pipelines:\n    bench:\n%s" % (listen, workers, WORKER, cfg))
@@ -147,6 +147,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--jobs", type=int, default=50000)
     ap.add_argument("--workers", default="2,4")
+    ap.add_argument("--busy-poll", help="the master's busy_poll (default: forkline's, 100us)")
     a = ap.parse_args()
     if subprocess.run(["php", "-r", "exit(extension_loaded('redis') ? 0 : 1);"]).returncode:
         sys.exit("phpredis is missing: apt-get install php8.2-redis")
@@ -156,8 +157,8 @@ def main():
     with RedisServer() as r:
         r.cmd("CONFIG", "SET", "appendonly", "no")  # the same broker settings for every model
         for w in [int(x) for x in a.workers.split(",")]:
-            fr, fc = run_forkline(r, "redis", w, a.jobs, tmp)
-            fm, _ = run_forkline(r, "memory", w, a.jobs, tmp)
+            fr, fc = run_forkline(r, "redis", w, a.jobs, tmp, a.busy_poll)
+            fm, _ = run_forkline(r, "memory", w, a.jobs, tmp, a.busy_poll)
             br, bc = run_brpop(r, w, a.jobs, tmp)
             bl, _ = run_brpop(r, w, a.jobs, tmp, "reliable")
             rows.append((w, fr, fc, fm, br, bc, bl))

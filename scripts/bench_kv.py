@@ -167,11 +167,11 @@ def http_mode(args, redis, raddr, rdir):
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install wrk")
     res = {}
-    for bp in ("100us", "off"):
+    for bp in (args.busy_poll, "off"):
         for storage in ("mem", "red"):
             res[(bp, storage)] = []
     for _ in range(args.rounds):
-        for bp in ("100us", "off"):
+        for bp in (args.busy_poll, "off"):
             for storage in ("mem", "red"):
                 rpc = rpc_address(args.rpc, rdir, "http-%s-%s" % (bp, storage))
                 srv = Server(workers=2, reactors=2, extra=kv_yaml(rpc, raddr, bp))
@@ -192,14 +192,14 @@ def http_mode(args, redis, raddr, rdir):
     print("HTTP app, one kv get over RPC per request, wrk -c64 %ds, 2 reactors x 2 workers, "
           "median of %d round(s); %d CPUs" % (int(args.seconds), args.rounds, os.cpu_count()))
     for storage, name in (("mem", "memory"), ("red", "redis")):
-        on = statistics.median(r[0] for r in res[("100us", storage)])
+        on = statistics.median(r[0] for r in res[(args.busy_poll, storage)])
         off = statistics.median(r[0] for r in res[("off", storage)])
-        mc_on = statistics.median(r[1] for r in res[("100us", storage)])
+        mc_on = statistics.median(r[1] for r in res[(args.busy_poll, storage)])
         mc_off = statistics.median(r[1] for r in res[("off", storage)])
-        print("kv %-6s busy_poll 100us %8.0f req/s (master CPU %.2f s), off %8.0f req/s "
+        print("kv %-6s busy_poll %s %8.0f req/s (master CPU %.2f s), off %8.0f req/s "
               "(master CPU %.2f s): on/off %.2f  (by round: %s / %s)"
-              % (name, on, mc_on, off, mc_off, on / off,
-                 " ".join("%.0f" % r[0] for r in res[("100us", storage)]),
+              % (name, args.busy_poll, on, mc_on, off, mc_off, on / off,
+                 " ".join("%.0f" % r[0] for r in res[(args.busy_poll, storage)]),
                  " ".join("%.0f" % r[0] for r in res[("off", storage)])))
 
 
@@ -213,6 +213,8 @@ def main():
                     help="rpc.listen transport the PHP clients use")
     ap.add_argument("--redis", choices=("tcp", "unix"), default="tcp",
                     help="how both the master and phpredis reach redis-server")
+    ap.add_argument("--busy-poll", default="100us",
+                    help="the master's busy_poll for the RPC paths (the others: off)")
     ap.add_argument("--http", action="store_true",
                     help="instead: req/s of an HTTP app making one kv call per request, "
                          "busy_poll on and off")
@@ -235,7 +237,7 @@ def main():
         return
     rpc_on = rpc_address(args.rpc, rdir, "on")
     rpc_off = rpc_address(args.rpc, rdir, "off")
-    srv = Server(workers=1, reactors=1, extra=kv_yaml(rpc_on, raddr, "100us"))
+    srv = Server(workers=1, reactors=1, extra=kv_yaml(rpc_on, raddr, args.busy_poll))
     srv_off = Server(workers=1, reactors=1, extra=kv_yaml(rpc_off, raddr, "off"))
     script = os.path.join(srv.dir, "bench_kv.php")
     with open(script, "w") as f:
@@ -260,7 +262,8 @@ def main():
           "rpc over %s, redis over %s, median of %d round(s); %d CPUs, load before: %s"
           % (args.procs, args.seconds, args.value_size, args.rpc, args.redis, args.rounds,
              os.cpu_count(), " ".join("%.2f" % x for x in load)))
-    print("RPC paths: the master with busy_poll 100us (the default); \"no poll\": busy_poll off")
+    print("RPC paths: the master with busy_poll %s (default 100us); \"no poll\": busy_poll off"
+          % args.busy_poll)
     print("%-16s %8s %10s  %6s %6s %6s   %6s  %s" % ("path", "ops/s", "wall us/op", "CPU us/op: php",
                                                     "master", "redis", "total", "(ops/s by round)"))
     med = {}
