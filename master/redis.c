@@ -787,7 +787,7 @@ static int r_hello_cmd(fl_redis_t *r, const char *what, int argc, const char **a
     return 0;
 }
 
-/* AUTH / SELECT / SETNAME go first in the output and the queue, before any held command. */
+/* AUTH / SELECT / SETNAME / PING go first in the output and the queue, before any held command. */
 static int r_hello(fl_redis_t *r)
 {
     char db[16];
@@ -804,7 +804,11 @@ static int r_hello(fl_redis_t *r)
         return -1;
     if (r->o.name && *r->o.name && r_hello_cmd(r, "CLIENT SETNAME", 3, name) < 0)
         return -1;
-    return 0;
+    /* Last, and always: a server still loading its data set accepts the connection but answers
+     * -LOADING to every command, so the connection is up only once PING says PONG (until then
+     * it is retried with back-off and calls fail as while the server is down). */
+    const char *ping[] = {"PING"};
+    return r_hello_cmd(r, "PING", 1, ping);
 }
 
 static void r_connect(fl_redis_t *r)

@@ -656,11 +656,55 @@ static void t_teardown(void)
     sh("rm -rf %s", tmpdir);
 }
 
+/* A server loading its data set accepts connections and answers -LOADING: the client is not up
+ * until PING says PONG, calls meanwhile fail as while the server is down (never with the
+ * LOADING text as if it were their answer), and it comes up by itself once loading ends. */
+static void t_loading(void)
+{
+    int port = free_port();
+    char addr[64], dbfile[128];
+    snprintf(dbfile, sizeof(dbfile), "loading-%d.rdb", port);
+    const char *save_args[] = {"--enable-debug-command", "yes", "--dbfilename", dbfile, NULL};
+    pid_t pid = redis_start(port, NULL, save_args);
+    CU_ASSERT_FATAL(pid > 0);
+    fl_redis_t *r = client((fl_redis_opts_t){.addr = ADDR(addr, port)});
+    const char *pop[] = {"DEBUG", "POPULATE", "12000"};
+    CU_ASSERT_STRING_EQUAL(call(r, 3, pop, NULL).str, "OK");
+    CU_ASSERT_STRING_EQUAL(call1(r, "SAVE", NULL).str, "OK");
+    fl_redis_free(r);
+    run_for(20);
+    redis_stop(pid);
+
+    /* 12000 keys at 100 µs each: loading takes over a second, with events served meanwhile */
+    const char *load_args[] = {"--dbfilename", dbfile, "--key-load-delay", "100",
+                               "--loading-process-events-interval-bytes", "1024", NULL};
+    pid = redis_start(port, NULL, load_args);
+    CU_ASSERT_FATAL(pid > 0);
+    r = client((fl_redis_opts_t){
+        .addr = ADDR(addr, port), .reconnect_min_ms = 20, .reconnect_max_ms = 100});
+    res_t early = {0};
+    fl_redis_cmdf(r, on_res, &early, "DBSIZE");
+    CU_ASSERT(run_until(&early.calls, 1, 1000));
+    CU_ASSERT_PTR_EQUAL(early.err, FL_REDIS_EDOWN);
+    CU_ASSERT_EQUAL(ups, 0);
+    CU_ASSERT(strstr(fl_redis_last_error(r), "LOADING") != NULL);
+    CU_ASSERT(run_until(&ups, 1, 10000));
+    res_t x = call1(r, "DBSIZE", NULL);
+    CU_ASSERT(x.err == NULL && x.type == REDIS_REPLY_INTEGER && x.integer == 12000);
+    fl_redis_free(r);
+    run_for(20);
+    redis_stop(pid);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, dbfile);
+    unlink(path);
+}
+
 static const fl_test_t tests[] = {
     {"setup", t_setup},
     {"commands, binary values, pipelines, errors", t_commands},
     {"free from inside a callback", t_free_in_callback},
     {"server down at start, killed, restarted", t_restart},
+    {"a server loading its data set is not up", t_loading},
     {"a fork does not hold the connection", t_fork},
     {"read timeout, blocking commands exempt", t_read_timeout},
     {"AUTH, ACL user, SELECT, SETNAME", t_auth_select},
