@@ -1,6 +1,7 @@
 """Helpers for integration tests: start the real forkline binary with real php-cli workers on
 127.0.0.1 and a free port, talk raw HTTP/1.1 to it, inspect its processes, stop it by pid."""
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,12 +14,39 @@ APP = os.path.join(ROOT, "php", "app", "worker.php")
 PHPDIR = os.path.join(ROOT, "tests", "php")
 
 
+_GIVEN = set()
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on, below the kernel's ephemeral range: a port from bind(0) is an
+    ephemeral one, which any outgoing connection of the suite may take as its local port before
+    the server binds it ("Address already in use"). Never the same port twice per process."""
+    lo, hi = _ephemeral_range()
+    top = lo - 1 if lo > 12000 else 65535
+    base = 10000 if lo > 12000 else hi + 1
+    for _ in range(2000):
+        port = random.randint(base, top)
+        if port in _GIVEN:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port in %d-%d" % (base, top))
 
 
 class Server:
