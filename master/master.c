@@ -1202,6 +1202,7 @@ typedef struct rpc_op {
     unsigned id;
     bool workers; /* informer.Workers, else resetter.Reset (or a scale) */
     int scale;    /* informer.AddWorker +1 / RemoveWorker -1, else 0 */
+    bool jobs;    /* the scale is of the jobs pool */
     fl_rpc_call_t *call;
     pid_t waiting[1024]; /* reactors that have not answered (reactors: at most 1024) */
     unsigned nwaiting;
@@ -1403,6 +1404,7 @@ static void rpc_scale(fl_rpc_call_t *call, int delta, bool jobs)
     *count = (unsigned)((int)*count + delta);
     op->id = rpcm.next_id;
     op->scale = delta;
+    op->jobs = jobs;
     op->call = call;
     op->waiting[op->nwaiting++] = best->pid;
     const fl_pool_conf_t *pc = jobs ? &g->conf.jobs.pool : &g->conf.http.pool;
@@ -1485,6 +1487,11 @@ static bool rpc_chan_msg(fl_rslot_t *s, const char *msg, size_t n)
         fl_buf_append(&op->items, rest + 1, rlen - 2);
     } else if (reset && rlen && !op->error[0]) {
         snprintf(op->error, sizeof(op->error), "reactor %u: %.*s", s->index, (int)rlen, rest);
+        /* a refused scale left the pool as it was: so is the count a respawn starts with */
+        if (op->scale) {
+            unsigned *count = op->jobs ? &s->jobs_workers : &s->workers;
+            *count = (unsigned)((int)*count - op->scale);
+        }
     }
     if (op->nwaiting == 0)
         rpc_op_finish(op);

@@ -9,7 +9,7 @@ import threading
 import time
 
 from fl import BIN, cmdline, children, wait_for
-from test_rpc import Conn, rpc_server
+from test_rpc import Conn, request, rpc_server
 
 
 def workers(c):
@@ -250,3 +250,35 @@ def test_jobs_pool_add_and_remove_while_jobs_run():
 
 
 test_jobs_pool_add_and_remove_while_jobs_run.timeout = 90
+
+
+def test_refused_scales_leave_the_count_a_respawn_uses():
+    """More AddWorker calls at once than a reactor takes (16 in flight): the refused ones fail
+    with the reactor's reason, and the count the master keeps for a respawn stays true, so a
+    reactor crash brings back exactly the workers it had."""
+    s = rpc_server(workers=1, reactors=1)
+    with s:
+        conns = [Conn(s.rpc, timeout=60) for _ in range(24)]
+        for i, c in enumerate(conns):  # all sent before any is answered
+            c.send(request(i + 1, "informer.AddWorker", b'"http"', 0x08))
+        refused = 0
+        for c in conns:
+            f, opts, m, body = c.recv_frame()
+            if f & 0x40:
+                assert b"too many scale requests at once" in body, body
+                refused += 1
+        assert refused > 0, "no call was refused: the reactor took 24 at once"
+        c = conns[0]
+        want = 1 + len(conns) - refused
+        assert wait_for(lambda: len(pids(c)) == want, 30), (len(pids(c)), want)
+        reactor = s.reactors()[0]
+        os.kill(reactor, signal.SIGKILL)
+        assert wait_for(lambda: [r for r in s.reactors() if r != reactor], 15)
+        assert wait_for(lambda: len(pids(c)) == want, 30), (len(pids(c)), want)
+        time.sleep(0.5)
+        assert len(pids(c)) == want and len(s.php_workers()) == want, (pids(c), want)
+        for x in conns:
+            x.close()
+
+
+test_refused_scales_leave_the_count_a_respawn_uses.timeout = 90
