@@ -484,7 +484,8 @@ static int resolve_cred(const char *user, const char *group, fl_spawn_cred_t *cr
 static void log_output_lines(fl_buf_t *b, bool flush)
 {
     size_t off = 0;
-    for (char *nl; (nl = memchr(b->data + off, '\n', b->len - off)); off = (size_t)(nl - b->data) + 1)
+    for (char *nl; off < b->len && (nl = memchr(b->data + off, '\n', b->len - off));
+         off = (size_t)(nl - b->data) + 1)
         fl_logf(FL_LOG_INFO, "server", b->data + off, (size_t)(nl - b->data) - off, NULL, 0);
     if (flush && off < b->len) {
         fl_logf(FL_LOG_INFO, "server", b->data + off, b->len - off, NULL, 0);
@@ -1134,6 +1135,8 @@ int fl_master_run(fl_conf_t *c, const fl_master_flags_t *f)
         free(upgrade);
     }
     fl_gen_t *g = c ? gen_new(&m, c, err, sizeof(err)) : NULL;
+    if (!g && c)
+        fl_conf_free(c); /* gen_new takes the config only when it succeeds */
     if (!g && !m.active) {
         fl_error("%s", err);
         fl_loop_free(m.loop);
