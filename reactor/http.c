@@ -357,6 +357,28 @@ static int choose_body_mode(fl_conn_t *c, const llhttp_t *p)
     return 0;
 }
 
+/* A body with a Content-Length gets its buffer at once, of that exact size: growing it by
+ * doubling costs a copy of everything so far at each step, and a 5 MB body in an 8 MB buffer
+ * is past jemalloc's oversize threshold, where every free is an madvise and every request
+ * faults its pages in anew. Bounded: a Content-Length alone (headers, then nothing) must not
+ * make the reactor map much memory; bigger bodies grow from there. A failed allocation is
+ * not an error: the appends retry. */
+#define BODY_PRESIZE_MAX (16u << 20)
+static void presize_body(fl_conn_t *c, const llhttp_t *p)
+{
+    if ((c->body_mode != BODY_RAW && c->body_mode != BODY_URLENC) ||
+        !(p->flags & F_CONTENT_LENGTH) || p->content_length <= 4096 || c->body.len)
+        return;
+    size_t n = p->content_length < BODY_PRESIZE_MAX ? (size_t)p->content_length : BODY_PRESIZE_MAX;
+    if (c->body.cap >= n)
+        return;
+    char *d = malloc(n); /* not realloc: that would copy the old buffer's bytes for nothing */
+    if (!d)
+        return;
+    free(c->body.data);
+    c->body = (fl_buf_t){.data = d, .cap = n};
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     fl_conn_t *c = p->data;
@@ -368,7 +390,10 @@ static int on_headers_complete(llhttp_t *p)
         return refuse(c, 413, "request body larger than http.max_request_size");
     if (check_host(c, p) || expect_continue(c, p))
         return HPE_USER;
-    return choose_body_mode(c, p);
+    int r = choose_body_mode(c, p);
+    if (!r)
+        presize_body(c, p);
+    return r;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -954,7 +979,7 @@ static int encode_task(fl_conn_t *c)
     fl_buf_t *fr = &c->task.frame;
     fr->len = 0;
     size_t hl = fl_frame_header_len(1);
-    size_t body_guess = parsed ? c->body.len + 64 : c->body.len;
+    size_t body_guess = parsed ? c->body.len + 64 : 0;
     if (!status && fl_buf_reserve(fr, hl + 512 + uploads.len + c->hbuf.len * 2 + body_guess) < 0)
         status = 500;
     if (!status) {
@@ -966,8 +991,9 @@ static int encode_task(fl_conn_t *c)
     const char *err = NULL;
     if (!status && parsed && fl_form_json(&c->form, fr, &err) < 0)
         status = form_status(c, err);
-    else if (!status && !parsed && fl_buf_append(fr, c->body.data, c->body.len) < 0)
-        status = 500;
+    /* A raw body is not copied: the pool writes it after the frame (task.tail). It stays put
+     * in c->body until the answer (the parser is paused until then). */
+    c->task.tail = !status && !parsed ? fl_slice(c->body.data, c->body.len) : fl_slice(NULL, 0);
     if (uri.cap > (64u << 10))
         fl_buf_free(&uri); /* a rare huge Host or target does not stay */
     if (uploads.data)
@@ -975,7 +1001,8 @@ static int encode_task(fl_conn_t *c)
     if (status)
         return status;
     uint8_t flags = c->srv->o.codec ? FL_FRAME_JSON : FL_FRAME_PROTO;
-    fl_frame_header((uint8_t *)fr->data, flags, 0, &ctx_len, 1, (uint32_t)(fr->len - hl));
+    fl_frame_header((uint8_t *)fr->data, flags, 0, &ctx_len, 1,
+                    (uint32_t)(fr->len - hl + c->task.tail.len));
     return 0;
 }
 

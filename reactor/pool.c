@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,7 +75,7 @@ struct fl_worker {
     fl_buf_t in;
     fl_buf_t ctl;    /* queued control frames (PID request, stop, PONG) */
     fl_buf_t err;    /* the held ERROR frame's message; freed with the struct (collect) */
-    size_t task_off; /* bytes of task->frame already written */
+    size_t task_off; /* bytes of task->frame, then task->tail, already written */
     fl_task_t *task;
     uint64_t execs, max_jobs;
     int64_t created_ms, created_ns, last_used_ms, exec_deadline;
@@ -386,6 +387,35 @@ static int flush_bytes(fl_worker_t *w, const char *p, size_t n, size_t *off)
     return 0;
 }
 
+static size_t task_len(const fl_task_t *t)
+{
+    return t->frame.len + t->tail.len;
+}
+
+/* The task frame and its tail (a big body, not copied), as one byte sequence: writev, so
+ * the relay sees the same bytes and the frame head does not cost a system call of its own. */
+static int flush_task(fl_worker_t *w, const fl_task_t *t, size_t *off)
+{
+    while (*off < task_len(t)) {
+        struct iovec iov[2];
+        int n = 0;
+        if (*off < t->frame.len)
+            iov[n++] = (struct iovec){t->frame.data + *off, t->frame.len - *off};
+        size_t toff = *off > t->frame.len ? *off - t->frame.len : 0;
+        if (t->tail.len > toff)
+            iov[n++] = (struct iovec){(char *)t->tail.base + toff, t->tail.len - toff};
+        ssize_t k = writev(w->wfd, iov, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && errno == EAGAIN)
+            return 1;
+        if (k <= 0)
+            return -1;
+        *off += (size_t)k;
+    }
+    return 0;
+}
+
 /* Control frames and the task frame never interleave: a task frame already begun is finished
  * first (a PID request or PONG may be queued while a big upload is on its way), else the
  * control bytes go first, so a partly written control frame is finished before the task. */
@@ -394,17 +424,17 @@ static void worker_flush(fl_worker_t *w)
     if (w->dead)
         return;
     size_t off = 0;
-    bool task_left = w->busy && !w->orphan && w->task_off < w->task->frame.len;
+    bool task_left = w->busy && !w->orphan && w->task_off < task_len(w->task);
     int r = 0;
     if (task_left && w->task_off > 0) {
-        r = flush_bytes(w, w->task->frame.data, w->task->frame.len, &w->task_off);
+        r = flush_task(w, w->task, &w->task_off);
         task_left = false;
     }
     if (r == 0)
         r = flush_bytes(w, w->ctl.data, w->ctl.len, &off);
     fl_buf_consume(&w->ctl, off);
     if (r == 0 && task_left)
-        r = flush_bytes(w, w->task->frame.data, w->task->frame.len, &w->task_off);
+        r = flush_task(w, w->task, &w->task_off);
     if (r < 0) {
         char why[128];
         snprintf(why, sizeof(why), "write to the relay: %s", strerror(errno));
@@ -1397,7 +1427,7 @@ void fl_pool_cancel(fl_pool_t *p, fl_task_t *t)
         fl_worker_t *w = t->worker;
         t->worker = NULL;
         w->orphan = true;
-        if (w->task_off < t->frame.len) {
+        if (w->task_off < task_len(t)) {
             /* The task frame is half written and its buffer goes away with the request: the
              * worker would wait forever for the rest. Replace it rather than lose it. */
             worker_kill(w, FL_W_ERRORED, NULL, "the client went away while its request was sent",

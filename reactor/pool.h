@@ -49,6 +49,10 @@ extern const char fl_task_err_stopping[];   /* the pool is shutting down */
 
 struct fl_task {
     fl_buf_t frame; /* the encoded task frame, owned by the submitter */
+    /* Bytes written right after frame, part of its payload (counted in the header): a big
+     * request body goes to the worker from where it was collected, not copied into frame.
+     * Borrowed like frame; empty for most tasks. */
+    fl_slice_t tail;
     /* What the task is about, for log lines ("exec_ttl elapsed ... /slow?x=1"); borrowed,
      * must stay valid while the task is with the pool. May be empty. */
     fl_slice_t label;

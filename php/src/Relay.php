@@ -19,6 +19,10 @@ final class Relay
 {
     private const CONNECT_ATTEMPTS = 11;
     private const CONNECT_PAUSE_US = 100;
+    /** Frames bigger than this are read by readBig() (smaller ones: one buffered fread). */
+    private const BIG_FRAME = 65536;
+    /** stream_set_read_buffer() size when buffering is back on (PHP's default chunk). */
+    private const READ_BUFFER = 8192;
 
     /** @var resource|null */
     private $in;
@@ -119,6 +123,25 @@ final class Relay
      */
     public function waitFrame(): Frame
     {
+        $got = $this->readFrame(false);
+        \assert($got instanceof Frame);
+
+        return $got;
+    }
+
+    /**
+     * Worker::waitPayload(): like waitFrame(), but a data frame (one option, the context
+     * length, spec §4) comes back as its Payload. A big one is read as context and body
+     * straight from the relay, without the substr() copies of the whole payload that
+     * splitting a Frame costs (a 5 MB upload: 10 MB of copying and fresh pages saved).
+     */
+    public function waitData(): Frame|Payload
+    {
+        return $this->readFrame(true);
+    }
+
+    private function readFrame(bool $split): Frame|Payload
+    {
         if ($this->in === null) {
             $this->connect();
         }
@@ -145,6 +168,9 @@ final class Relay
         if ($size === 0) {
             return new Frame('', [], $h['f'], $h['s']);
         }
+        if ($size > self::BIG_FRAME) {
+            return $this->readBig($h, $optSize, $split);
+        }
         $rest = @fread($this->in, $size);
         if ($rest === false || strlen($rest) !== $size) {
             $rest = $this->readExact($size, false, (string) $rest);
@@ -156,6 +182,59 @@ final class Relay
         $options = $optSize > 0 ? array_values(unpack('V*', substr($rest, 0, $optSize))) : [];
 
         return new Frame($optSize > 0 ? substr($rest, $optSize) : $rest, $options, $h['f'], $h['s']);
+    }
+
+    /**
+     * A frame bigger than BIG_FRAME: options first, then the payload read into one string
+     * of its final size (split into context and body for waitData()), so nothing is copied
+     * after the read.
+     *
+     * @param array{f:int, l:int, s:int} $h
+     */
+    private function readBig(array $h, int $optSize, bool $split): Frame|Payload
+    {
+        $options = [];
+        if ($optSize > 0) {
+            $o = @fread($this->in, $optSize);
+            if ($o === false || strlen($o) !== $optSize) {
+                $o = $this->readExact($optSize, false, (string) $o);
+            }
+            $options = array_values(unpack('V*', $o));
+        }
+        $len = $h['l'];
+        $data = $split && $optSize === 4 && ($h['f'] & Frame::CONTROL) === 0
+            && ($h['s'] & (Frame::STOP | Frame::PONG)) === 0;
+        if ($data && $options[0] <= $len) {
+            $context = $this->readBulk($options[0]);
+
+            return new Payload($this->readBulk($len - $options[0]), $context);
+        }
+
+        return new Frame($this->readBulk($len), $options, $h['f'], $h['s']);
+    }
+
+    /**
+     * Exactly $n bytes, for big payloads: what the stream has buffered, then read(2) calls
+     * straight into one string of size $n. Through the stream's read buffer PHP reads 8 KB
+     * at a time and copies each piece (a 5 MB body: 640 system calls); unbuffered for this
+     * read, each call takes all the pipe holds. The buffer is back on for the next header.
+     */
+    private function readBulk(int $n): string
+    {
+        if ($n === 0) {
+            return '';
+        }
+        stream_set_read_buffer($this->in, 0);
+        try {
+            $s = @stream_get_contents($this->in, $n);
+        } finally {
+            stream_set_read_buffer($this->in, self::READ_BUFFER);
+        }
+        if ($s === false || strlen($s) !== $n) {
+            $s = $this->readExact($n, false, (string) $s);
+        }
+
+        return $s;
     }
 
     /** Send one frame with a single write. */

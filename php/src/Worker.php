@@ -82,7 +82,10 @@ final class Worker
     public function waitPayload(): ?Payload
     {
         while (!$this->stopRequested) {
-            $frame = $this->relay->waitFrame();
+            $frame = $this->relay->waitData();
+            if ($frame instanceof Payload) {
+                return $frame; // a big task, split by the relay
+            }
             if (($frame->flags & Frame::CONTROL) !== 0) {
                 $this->handleControl($frame->payload);
                 continue;

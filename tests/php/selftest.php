@@ -283,6 +283,37 @@ $p = $w->waitPayload();
 check('short reads: 64 KiB task reassembled', $p !== null && $p->context === 'CTX' && $p->body === $big);
 check('short reads: PID answered, then stop', written($sout) === $expectReply && $w->waitPayload() === null);
 
+// big frames (> 64 KiB: Relay::readBig) over a real pipe, which returns them in pieces: split
+// into context and body byte-exact, the stream's buffering back on for the frames after it
+$bigBody = '';
+for ($i = 0; strlen($bigBody) < 3 << 20; $i++) {
+    $bigBody .= md5((string) $i, true);
+}
+$bigBody .= 'end';
+$bigCtx = str_repeat('c', 300);
+$bigFile = tempnam(sys_get_temp_dir(), 'flbig');
+file_put_contents($bigFile, $vPidReq . (new Frame($bigCtx . $bigBody, [300], 0x80))->encode()
+    . $task . (new Frame('X' . $bigBody, [7, 1], 0x80))->encode() . $vStopCmd);
+foreach (['pipe' => ['pipe', 'w'], 'socket' => ['socket']] as $kind => $spec) {
+    $proc = proc_open(['cat', $bigFile], [1 => $spec], $pipes);
+    $pout = fopen('php://memory', 'w+b');
+    $w = new Worker(Relay::fromStreams($pipes[1], $pout, $kind === 'pipe'));
+    $p = $w->waitPayload();
+    check("big task over a $kind: context and body byte-exact", $p !== null && $p->context === $bigCtx && $p->body === $bigBody);
+    $p = $w->waitPayload();
+    check("big task over a $kind: the next small task intact", $p !== null && $p->context === 'ctx' && $p->body === 'body');
+    $f = $w->relay()->waitFrame();
+    check("big frame with two options over a $kind: whole payload", $f->options === [7, 1] && $f->payload === 'X' . $bigBody);
+    check("big frames over a $kind: then stop, PID answered", $w->waitPayload() === null && written($pout) === $expectReply);
+    fclose($pipes[1]);
+    proc_close($proc);
+}
+unlink($bigFile);
+[$relay] = memRelay((new Frame($bigBody, [strlen($bigBody) + 1], 0x80))->encode());
+checkThrows('big task: options[0] > payload length -> ProtocolException', ProtocolException::class, fn () => (new Worker($relay))->waitPayload());
+[$relay] = memRelay(substr((new Frame($bigCtx . $bigBody, [300], 0x80))->encode(), 0, 2 << 20));
+checkThrows('big task: EOF mid-body -> RelayException', RelayException::class, fn () => (new Worker($relay))->waitPayload());
+
 // ---------------------------------------------------------------- §6.3 proto request
 
 $vCtx = hx('
