@@ -372,10 +372,28 @@ static void worker_want_write(fl_worker_t *w, bool on)
         fl_io_set(w->pool->loop, w->wfd, mask, worker_wio, w);
 }
 
-static int flush_bytes(fl_worker_t *w, const char *p, size_t n, size_t *off)
+/* Writes the concatenation of parts[0..nparts) from byte *off on, without blocking: 0 once it
+ * is all written, 1 when the relay is full, -1 on an error. Two parts (a task frame and the
+ * body after it, not copied) go out with one writev. */
+static int flush_parts(fl_worker_t *w, const fl_slice_t *parts, int nparts, size_t *off)
 {
-    while (*off < n) {
-        ssize_t k = write(w->wfd, p + *off, n - *off);
+    size_t total = 0;
+    for (int i = 0; i < nparts; i++)
+        total += parts[i].len;
+    while (*off < total) {
+        struct iovec iov[2];
+        int n = 0;
+        size_t skip = *off;
+        for (int i = 0; i < nparts && n < 2; i++) {
+            if (skip >= parts[i].len) {
+                skip -= parts[i].len;
+                continue;
+            }
+            iov[n++] = (struct iovec){(char *)parts[i].base + skip, parts[i].len - skip};
+            skip = 0;
+        }
+        ssize_t k =
+            n == 1 ? write(w->wfd, iov[0].iov_base, iov[0].iov_len) : writev(w->wfd, iov, n);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0 && errno == EAGAIN)
@@ -385,6 +403,12 @@ static int flush_bytes(fl_worker_t *w, const char *p, size_t n, size_t *off)
         *off += (size_t)k;
     }
     return 0;
+}
+
+static int flush_bytes(fl_worker_t *w, const char *p, size_t n, size_t *off)
+{
+    fl_slice_t part = fl_slice(p, n);
+    return flush_parts(w, &part, 1, off);
 }
 
 static size_t task_len(const fl_task_t *t)
@@ -392,28 +416,10 @@ static size_t task_len(const fl_task_t *t)
     return t->frame.len + t->tail.len;
 }
 
-/* The task frame and its tail (a big body, not copied), as one byte sequence: writev, so
- * the relay sees the same bytes and the frame head does not cost a system call of its own. */
 static int flush_task(fl_worker_t *w, const fl_task_t *t, size_t *off)
 {
-    while (*off < task_len(t)) {
-        struct iovec iov[2];
-        int n = 0;
-        if (*off < t->frame.len)
-            iov[n++] = (struct iovec){t->frame.data + *off, t->frame.len - *off};
-        size_t toff = *off > t->frame.len ? *off - t->frame.len : 0;
-        if (t->tail.len > toff)
-            iov[n++] = (struct iovec){(char *)t->tail.base + toff, t->tail.len - toff};
-        ssize_t k = writev(w->wfd, iov, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0 && errno == EAGAIN)
-            return 1;
-        if (k <= 0)
-            return -1;
-        *off += (size_t)k;
-    }
-    return 0;
+    fl_slice_t parts[2] = {fl_slice(t->frame.data, t->frame.len), t->tail};
+    return flush_parts(w, parts, 2, off);
 }
 
 /* Control frames and the task frame never interleave: a task frame already begun is finished

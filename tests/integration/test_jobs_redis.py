@@ -459,7 +459,11 @@ def test_jobs_redis_reload_gives_back_and_replaces():
             c = Conn(s.rpc)
             push(c, "rq", {"sink": sink, "start": start, "sleep_ms": 1500}, id="inflight")
             assert wait_for(lambda: lines(start), timeout=10)
-            push_batch(c, [job("rq", {"sink": sink}, id="q%d" % i) for i in range(10)])
+            # 300 ms each: the new generation's worker, ready before the switch, can take one or
+            # two of them meanwhile but not the whole prefetch (instant jobs all went there
+            # when the master was quick, and nothing was left to give back)
+            push_batch(c, [job("rq", {"sink": sink, "sleep_ms": 300}, id="q%d" % i)
+                           for i in range(10)])
             time.sleep(0.3)  # prefetched by the driver, waiting for the busy worker
             assert r.cmd("XPENDING", "forkline:jobs:rq", "forkline")[0] >= 5
             new, listen = redis_yaml(r.port, {"rq": {"prefetch": 20, "stream": "other"}},
