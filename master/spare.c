@@ -2,19 +2,11 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "spare.h"
 
 #define SPARE_PERIOD_NS 200000000LL
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* The "cpu " line: user nice system idle iowait irq softirq steal (guest time is already in
  * user). 0, or -1 when it cannot be read. */
@@ -64,7 +56,7 @@ bool fl_spare_cpu(void *data)
     fl_spare_t *s = data;
     if (s->fd < 0)
         return false;
-    int64_t now = mono_ns();
+    int64_t now = fl_now_ns();
     if (s->at_ns && now - s->at_ns < SPARE_PERIOD_NS)
         return s->ok;
     uint64_t idle, total;

@@ -54,7 +54,7 @@ static int64_t clock_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t clock_ns(void)
+int64_t fl_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -291,7 +291,7 @@ static int loop_wait(fl_loop_t *l, int timeout)
 {
     if (!l->spin_max_ns || timeout == 0 || !l->spin_want(l->spin_data))
         return poll_wait(&l->poll, l->quiet, l->setsize, timeout, l->ready_fd, l->ready_mask);
-    int64_t t0 = clock_ns(), t = t0, win = l->spin_ns;
+    int64_t t0 = fl_now_ns(), t = t0, win = l->spin_ns;
     if (timeout > 0 && win > (int64_t)timeout * 1000000)
         win = (int64_t)timeout * 1000000;
     int n = 0;
@@ -300,12 +300,12 @@ static int loop_wait(fl_loop_t *l, int timeout)
         if (n)
             break;
         sched_yield(); /* a task that wants this CPU gets it: we only use what is idle */
-        t = clock_ns();
+        t = fl_now_ns();
     }
     l->spun_ns += t - t0;
     if (!n) {
         n = poll_wait(&l->poll, l->quiet, l->setsize, timeout, l->ready_fd, l->ready_mask);
-        t = clock_ns();
+        t = fl_now_ns();
     }
     spin_adapt(l, t - t0);
     return n;

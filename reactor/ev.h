@@ -51,5 +51,6 @@ int64_t fl_loop_spun_ns(const fl_loop_t *loop); /* time spent polling so far */
 void fl_loop_run(fl_loop_t *loop);
 void fl_loop_stop(fl_loop_t *loop);
 int64_t fl_now_ms(void); /* monotonic */
+int64_t fl_now_ns(void); /* monotonic, read now (never the cached clock) */
 
 #endif
